@@ -1,0 +1,57 @@
+"""Settings shared by every service, read from the environment in each factory.
+
+Kafka settings use the `IR_KAFKA_` prefix and fall back to the conventional
+`KAFKA_BOOTSTRAP_SERVERS`; service settings use `IR_`. Each service adds its
+own settings class with its own prefix (e.g. `IR_TRIAGE_`). Nothing here is
+read at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the Kafka cluster (any Kafka: Tansu, Apache Kafka, MSK, Redpanda)."""
+
+    model_config = SettingsConfigDict(env_prefix="IR_KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices("IR_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    topic_prefix: str = Field("", description="prepended to every topic name (tests, tenants)")
+    group_prefix: str = Field("", description="prepended to every consumer group id")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # Tansu joins a group after about half the session timeout: keep it short locally.
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    fetch_max_wait_ms: int = 100
+    max_attempts: int = Field(3, ge=1, description="handler attempts before the DLQ")
+    retry_backoff_s: float = 0.2
+    request_timeout_ms: int = 30000
+    create_topics: bool = True
+
+
+class ServiceSettings(BaseSettings):
+    """What every service process needs besides Kafka."""
+
+    model_config = SettingsConfigDict(env_prefix="IR_", extra="ignore")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP traces endpoint; none = off")
+    time_scale: float = Field(1.0, gt=0, description="multiplies every domain threshold")
+    config_dir: str = "demo/config"
+    state_dir: str = ".state"
