@@ -115,7 +115,7 @@ def verify_approval(
          "token is for another action (runbook, parameters or target differ)"),
         (claims.expires_at > now, f"approval expired at {claims.expires_at.isoformat()}"),
         (claims.token_id not in used_token_ids, "approval already used (replay)"),
-        (claims.approver != requested_by and claims.approver != claims.requested_by,
+        (claims.approver not in {requested_by, claims.requested_by},
          "self-approval: approver is the requester"),
         (claims.requested_by == requested_by, "token names another requester"),
         (any(r in required_roles for r in claims.approver_roles),

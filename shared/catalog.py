@@ -70,4 +70,6 @@ class ServiceCatalog(Model):
         facing = sorted(
             n for n in (*hit, *deps) if (s := self.get(n)) is not None and s.customer_facing
         )
-        return BlastRadius(affected=tuple(hit), dependents=tuple(deps), customer_facing=tuple(facing))
+        return BlastRadius(
+            affected=tuple(hit), dependents=tuple(deps), customer_facing=tuple(facing)
+        )

@@ -17,9 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class KafkaSettings(BaseSettings):
     """How to reach the Kafka cluster (any Kafka: Tansu, Apache Kafka, MSK, Redpanda)."""
 
-    model_config = SettingsConfigDict(env_prefix="IR_KAFKA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="IR_KAFKA_", extra="ignore", populate_by_name=True)
 
-    bootstrap_servers: str = Field(
+    bootstrap_servers: str = Field(  # type: ignore[pydantic-alias]
         "127.0.0.1:9092",
         validation_alias=AliasChoices("IR_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
     )

@@ -1,0 +1,381 @@
+"""Kafka plumbing every service uses: the `EventBus`.
+
+Delivery contract (ARCHITECTURE.md, "Delivery and state"):
+
+- At least once. Subscribers never auto-commit; faststream commits the offset
+  after the handler returned (`AckPolicy.NACK_ON_ERROR`), so a consumer killed
+  mid-handler gets the message again. If even the dead-letter publish fails the
+  message is nacked (seek back) rather than committed: nothing accepted is lost.
+- Idempotent on `event_id`. The bus remembers which input events it handled and
+  which events it published. At start-up `restore()` replays the service's own
+  output topics, so after a restart the memory is rebuilt from the log itself:
+  every published event's `causation_id` marks its input as handled, and
+  publishing an event whose (deterministic) id is already in the log is a no-op.
+- Poison messages never block a partition. Invalid JSON or a contract violation
+  goes straight to `<topic>.dlq`; a handler that keeps failing is retried
+  `max_attempts` times with backoff (tenacity), then dead-lettered. DLQ headers
+  carry the error, the attempt count and the original topic/partition/offset.
+- Trace context travels in the `traceparent` header (faststream's OpenTelemetry
+  middleware injects and continues it), so one incident is one trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.middlewares import AckPolicy
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
+
+from shared.events import Event, parse_event
+from shared.settings import KafkaSettings
+from shared.topics import Topic, topic_name
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event], Awaitable[None]]
+
+DLQ_HEADER_ERROR = "x-dlq-error"
+DLQ_HEADER_ATTEMPTS = "x-dlq-attempts"
+DLQ_HEADER_TOPIC = "x-dlq-original-topic"
+DLQ_HEADER_PARTITION = "x-dlq-original-partition"
+DLQ_HEADER_OFFSET = "x-dlq-original-offset"
+DLQ_HEADER_SERVICE = "x-dlq-service"
+
+
+class BoundedSet:
+    """An insertion-ordered set that forgets its oldest members past `maxlen`."""
+
+    def __init__(self, maxlen: int = 200_000) -> None:
+        self._items: OrderedDict[str, None] = OrderedDict()
+        self.maxlen = maxlen
+
+    def add(self, item: str) -> None:
+        """Remember item."""
+        self._items[item] = None
+        self._items.move_to_end(item)
+        while len(self._items) > self.maxlen:
+            self._items.popitem(last=False)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def security_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+    """aiokafka connection options for SASL/TLS clusters (empty for PLAINTEXT)."""
+    if settings.security_protocol == "PLAINTEXT":
+        return {}
+    import ssl
+
+    out: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if "SSL" in settings.security_protocol:
+        ctx = ssl.create_default_context(cafile=settings.ssl_cafile)
+        if settings.ssl_certfile:
+            ctx.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+        out["ssl_context"] = ctx
+    if "SASL" in settings.security_protocol:
+        out.update(
+            sasl_mechanism=settings.sasl_mechanism or "PLAIN",
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password,
+        )
+    return out
+
+
+class BusMetrics:
+    """The bus's own Prometheus metrics (no incident ids in labels)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.handled = Counter(
+            "ir_events_handled_total", "Events handled by this service",
+            ["topic", "outcome"], registry=registry,
+        )
+        self.published = Counter(
+            "ir_events_published_total", "Events published by this service",
+            ["topic"], registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "ir_events_dead_lettered_total", "Messages parked in a DLQ",
+            ["topic", "reason"], registry=registry,
+        )
+
+
+class EventBus:
+    """A service's connection to the event log: publish, subscribe, replay."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        service: str,
+        *,
+        registry: CollectorRegistry | None = None,
+        tracer_provider: Any | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.registry = registry or CollectorRegistry()
+        self.metrics = BusMetrics(self.registry)
+        self.handled = BoundedSet()
+        self.published = BoundedSet()
+        self._outputs: set[Topic] = set()
+        self.broker = KafkaBroker(
+            settings.bootstrap_servers,
+            client_id=service,
+            acks="all",
+            request_timeout_ms=settings.request_timeout_ms,
+            middlewares=(
+                KafkaTelemetryMiddleware(tracer_provider=tracer_provider),
+                KafkaPrometheusMiddleware(registry=self.registry, app_name=service),
+            ),
+            logger=logging.getLogger(f"faststream.{service}"),
+            log_level=logging.DEBUG,
+            **security_kwargs(settings),
+        )
+
+    # --- names ---------------------------------------------------------------
+
+    def topic(self, topic: Topic | str) -> str:
+        """Physical name of a catalog topic (with the configured prefix)."""
+        return topic_name(topic, self.settings.topic_prefix)
+
+    def group(self, name: str | None = None) -> str:
+        """Consumer group id for this service (or a named sub-group)."""
+        return f"{self.settings.group_prefix}{self.settings.topic_prefix}{name or self.service}"
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def ensure_topics(self) -> None:
+        """Create every catalog topic and DLQ explicitly (Tansu auto-creates 4 partitions)."""
+        if self.settings.create_topics:
+            from shared.topics_admin import create_topics
+
+            await create_topics(
+                self.settings.bootstrap_servers,
+                self.settings.topic_prefix,
+                security=security_kwargs(self.settings),
+            )
+
+    async def start(self) -> None:
+        """Create topics (if configured), connect, and start every subscriber."""
+        await self.ensure_topics()
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        """Stop subscribers (committing what was handled) and disconnect."""
+        await self.broker.stop()
+
+    async def ping(self, within_s: float = 2.0) -> bool:
+        """True when the broker answers within within_s (used by /healthz)."""
+        return bool(await self.broker.ping(within_s))
+
+    # --- publishing -------------------------------------------------------------
+
+    def declare_outputs(self, topics: Iterable[Topic]) -> None:
+        """Name the topics this service publishes to (replayed by `restore`)."""
+        self._outputs.update(topics)
+
+    async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> bool:
+        """Publish with acks=all, keyed per the catalog; False when already published."""
+        if event.event_id in self.published:
+            return False
+        await self.broker.publish(
+            event.model_dump_json().encode(),
+            self.topic(event.TOPIC),
+            key=event.partition_key(),
+            headers={
+                "content-type": "application/json",
+                "event-type": event.event_type,
+                "event-id": event.event_id,
+                **(headers or {}),
+            },
+        )
+        self.published.add(event.event_id)
+        if event.causation_id:
+            self.handled.add(event.causation_id)
+        self.metrics.published.labels(event.event_type).inc()
+        return True
+
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """Publish several events concurrently; returns once all are acknowledged."""
+        await asyncio.gather(*(self.publish(e) for e in events))
+
+    # --- subscribing -----------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Topic | Sequence[Topic],
+        handler: Handler,
+        *,
+        group: str | None = None,
+        dedupe: bool = True,
+    ) -> None:
+        """Register handler for every event of topics, at least once, with DLQ and dedupe."""
+        names = [self.topic(t) for t in ([topics] if isinstance(topics, Topic) else topics)]
+
+        async def consume(message: KafkaMessage) -> None:
+            record: ConsumerRecord[bytes, bytes] = message.raw_message  # type: ignore[assignment]
+            await self._consume(record, handler, dedupe=dedupe)
+
+        self.broker.subscriber(
+            *names,
+            group_id=self.group(group),
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+        )(consume)
+
+    async def _consume(
+        self, record: ConsumerRecord[bytes, bytes], handler: Handler, *, dedupe: bool
+    ) -> None:
+        topic = record.topic
+        try:
+            event = parse_event(record.value or b"")
+        except ValidationError as exc:
+            await self.dead_letter(record, f"invalid event: {_short(exc)}", attempts=1)
+            self.metrics.handled.labels(topic, "invalid").inc()
+            return
+        if dedupe and event.event_id in self.handled:
+            self.metrics.handled.labels(topic, "duplicate").inc()
+            log.debug("duplicate %s %s ignored", event.event_type, event.event_id)
+            return
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.settings.max_attempts),
+                wait=wait_exponential(multiplier=self.settings.retry_backoff_s, max=5),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    await handler(event)
+        except Exception as exc:  # any handler failure is parked, never blocks the partition
+            log.exception("handler failed for %s %s", event.event_type, event.event_id)
+            await self.dead_letter(record, f"{type(exc).__name__}: {exc}", attempts=attempts)
+            self.metrics.handled.labels(topic, "dead_lettered").inc()
+            return
+        self.handled.add(event.event_id)
+        self.metrics.handled.labels(topic, "ok").inc()
+
+    async def dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, *, attempts: int
+    ) -> None:
+        """Park a record in `<topic>.dlq` with the reason in its headers."""
+        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        headers.update({
+            DLQ_HEADER_ERROR: reason[:2000],
+            DLQ_HEADER_ATTEMPTS: str(attempts),
+            DLQ_HEADER_TOPIC: record.topic,
+            DLQ_HEADER_PARTITION: str(record.partition),
+            DLQ_HEADER_OFFSET: str(record.offset),
+            DLQ_HEADER_SERVICE: self.service,
+        })
+        await self.broker.publish(
+            record.value or b"", f"{record.topic}.dlq", key=record.key, headers=headers
+        )
+        self.metrics.dead_lettered.labels(record.topic, reason.split(":", 1)[0][:40]).inc()
+        log.warning("dead-lettered %s[%s]@%s: %s", record.topic, record.partition,
+                    record.offset, reason)
+
+    # --- replay ----------------------------------------------------------------------
+
+    async def replay(
+        self,
+        topics: Sequence[Topic],
+        apply: Callable[[Event], None],
+        *,
+        idle_s: float = 1.0,
+        timeout_s: float = 120.0,
+    ) -> int:
+        """Feed every valid event of topics, from the beginning, to apply; returns the count."""
+        return await replay_topics(
+            self.settings, [self.topic(t) for t in topics], apply, idle_s=idle_s,
+            timeout_s=timeout_s,
+        )
+
+    async def restore(self, topics: Sequence[Topic] = (), apply: Callable[[Event], None] | None
+                      = None) -> int:
+        """Rebuild dedupe memory from own outputs, and a projection from topics, at start-up."""
+        wanted = sorted(set(topics) | self._outputs)
+
+        def remember(event: Event) -> None:
+            if event.TOPIC in self._outputs and event.producer == self.service:
+                self.published.add(event.event_id)
+                if event.causation_id:
+                    self.handled.add(event.causation_id)
+            if apply is not None and event.TOPIC in topics:
+                apply(event)
+
+        return await self.replay(wanted, remember) if wanted else 0
+
+
+async def replay_topics(
+    settings: KafkaSettings,
+    names: Sequence[str],
+    apply: Callable[[Event], None],
+    *,
+    idle_s: float = 1.0,
+    timeout_s: float = 120.0,
+) -> int:
+    """Read topics from offset 0 without a group until idle_s passes with no record.
+
+    Tansu's end offsets are unreliable, so "caught up" means: nothing new
+    arrived for idle_s. Events of several topics are applied in order of
+    `occurred_at` (stable, so per-partition order holds for equal times);
+    invalid records are skipped (they are the DLQ's business, not the
+    projection's).
+    """
+    consumer = AIOKafkaConsumer(
+        *names,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=min(settings.fetch_max_wait_ms, 200),
+        **security_kwargs(settings),
+    )
+    await consumer.start()
+    events: list[Event] = []
+    deadline = time.monotonic() + timeout_s
+    last_record = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            records = [r for recs in batch.values() for r in recs]
+            if not records:
+                if time.monotonic() - last_record >= idle_s:
+                    break
+                continue
+            last_record = time.monotonic()
+            for rec in records:
+                try:
+                    events.append(parse_event(rec.value or b""))
+                except ValidationError:
+                    continue
+    finally:
+        await consumer.stop()
+    events.sort(key=lambda e: e.occurred_at)
+    for event in events:
+        apply(event)
+    return len(events)
+
+
+def _short(exc: ValidationError) -> str:
+    errors = exc.errors()[:3]
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors
+    )

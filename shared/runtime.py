@@ -1,0 +1,134 @@
+"""How a service process runs: bus + HTTP server + background tasks, one event loop.
+
+Each service's `main.py` builds a `ServiceRuntime` (its bus, its FastAPI app,
+its start-up replay and its timers) and calls `run(runtime)`. Start-up order
+matters for correctness: topics exist, then the projection is rebuilt from the
+log (`on_start` hooks, typically `bus.restore(...)`), then subscribers start,
+then timers, then HTTP. SIGTERM stops them in reverse order, committing what
+was handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from shared.kafka import EventBus
+from shared.observability import health_app, setup_logging, setup_tracing
+from shared.settings import KafkaSettings, ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceRuntime:
+    """Everything one service process runs."""
+
+    name: str
+    bus: EventBus
+    settings: ServiceSettings
+    http: FastAPI
+    on_start: list[Hook] = field(default_factory=list)
+    background: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+
+
+def build_runtime(
+    name: str,
+    *,
+    kafka: KafkaSettings | None = None,
+    settings: ServiceSettings | None = None,
+    http: FastAPI | None = None,
+) -> ServiceRuntime:
+    """Settings, logging, tracing, bus and health endpoints for service name."""
+    settings = settings or ServiceSettings()
+    kafka = kafka or KafkaSettings()
+    setup_logging(name, settings.log_level, settings.log_format)
+    provider = setup_tracing(name, settings.otlp_endpoint)
+    registry = CollectorRegistry()
+    bus = EventBus(kafka, name, registry=registry, tracer_provider=provider)
+    app = health_app(name, bus, registry, http)
+    return ServiceRuntime(name=name, bus=bus, settings=settings, http=app)
+
+
+async def start(runtime: ServiceRuntime) -> list[asyncio.Task[None]]:
+    """Create topics, run start hooks (replay), start subscribers and background tasks."""
+    bus = runtime.bus
+    await bus.ensure_topics()
+    for hook in runtime.on_start:
+        await hook()
+    await bus.broker.start()
+    return [asyncio.create_task(_guard(runtime.name, h)) for h in runtime.background]
+
+
+async def _guard(name: str, hook: Hook) -> None:
+    """Run a background loop; log and restart it if it crashes, so nothing dies silently."""
+    while True:
+        try:
+            await hook()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s background task crashed; restarting in 1 s", name)
+            await asyncio.sleep(1.0)
+
+
+async def stop(runtime: ServiceRuntime, tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks, run stop hooks, stop the bus."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for hook in runtime.on_stop:
+        await hook()
+    await runtime.bus.stop()
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the service (one owner of SIGTERM)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Do not install uvicorn's own handlers."""
+        yield
+
+
+async def serve(runtime: ServiceRuntime) -> None:
+    """Run the service until SIGTERM/SIGINT."""
+    tasks = await start(runtime)
+    config = uvicorn.Config(
+        runtime.http,
+        host=runtime.settings.http_host,
+        port=runtime.settings.http_port,
+        log_config=None,
+        lifespan="off",
+    )
+    server = _QuietServer(config)
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_event.set)
+    http_task = asyncio.create_task(server.serve())
+    log.info("%s started", runtime.name)
+    await stop_event.wait()
+    log.info("%s stopping", runtime.name)
+    server.should_exit = True
+    await http_task
+    await stop(runtime, tasks)
+
+
+def run(runtime: ServiceRuntime) -> None:
+    """Blocking entry point for a service's `main`."""
+    asyncio.run(serve(runtime))
