@@ -73,3 +73,38 @@ class ServiceCatalog(Model):
         return BlastRadius(
             affected=tuple(hit), dependents=tuple(deps), customer_facing=tuple(facing)
         )
+
+    def correlation_group(self, name: str) -> str:
+        """The Kafka key for alerts of name: its connected component in the dependency graph.
+
+        Alerts that triage may merge into one incident (related services) share
+        a component, so they meet in one partition and one triage instance
+        decides: no duplicate incidents under concurrency. Uncatalogued
+        services are their own group.
+        """
+        if self.get(name) is None:
+            return name
+        return self._components().get(name, name)
+
+    def _components(self) -> dict[str, str]:
+        cached: dict[str, str] | None = getattr(self, "_component_cache", None)
+        if cached is not None:
+            return cached
+        neighbours: dict[str, set[str]] = {s.name: set() for s in self.services}
+        for svc in self.services:
+            for dep in svc.depends_on:
+                neighbours[svc.name].add(dep)
+                neighbours.setdefault(dep, set()).add(svc.name)
+        component: dict[str, str] = {}
+        for start in sorted(neighbours):
+            if start in component:
+                continue
+            members, queue = {start}, deque([start])
+            while queue:
+                for nxt in neighbours[queue.popleft()] - members:
+                    members.add(nxt)
+                    queue.append(nxt)
+            root = min(members)
+            component.update(dict.fromkeys(members, root))
+        object.__setattr__(self, "_component_cache", component)
+        return component
