@@ -1,0 +1,47 @@
+# The two commands of the README. Both install what they need into .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit integration e2e bench clean schemas
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: install, then start broker + every service + demo world + approval page
+run: $(STAMP)
+	$(BIN)/irctl up
+
+## test: install, then lint, type-check and run every test
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q -m integration
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -q -m e2e
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+schemas: $(STAMP)
+	$(BIN)/irctl schemas --out docs/schemas
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache
