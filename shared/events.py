@@ -127,6 +127,9 @@ class IncidentOpened(Event):
     alert_event_id: str
     first_anomaly_at: AwareDatetime | None = None
     alert_received_at: AwareDatetime
+    recurrence_of: str | None = Field(
+        None, description="id of a recently resolved incident this one repeats (a human is told)"
+    )
 
 
 class IncidentClassified(Event):
