@@ -8,6 +8,8 @@ and the usual monitoring words) as input only.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 
@@ -109,3 +111,21 @@ class IncidentPhase(StrEnum):
     REMEDIATION = "remediation"
     VERIFICATION = "verification"
     RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseSla:
+    """DOMAIN.md response-time targets of one severity (None = best effort)."""
+
+    detect: timedelta
+    acknowledge: timedelta
+    resolve: timedelta | None
+
+
+SLA: dict[Severity, ResponseSla] = {
+    Severity.SEV0: ResponseSla(timedelta(minutes=2), timedelta(minutes=5), timedelta(minutes=30)),
+    Severity.SEV1: ResponseSla(timedelta(minutes=5), timedelta(minutes=10), timedelta(hours=1)),
+    Severity.SEV2: ResponseSla(timedelta(minutes=10), timedelta(minutes=30), timedelta(hours=4)),
+    Severity.SEV3: ResponseSla(timedelta(minutes=30), timedelta(hours=2), timedelta(hours=24)),
+    Severity.SEV4: ResponseSla(timedelta(hours=1), timedelta(hours=4), None),
+}

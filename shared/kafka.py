@@ -296,7 +296,7 @@ class EventBus:
     async def replay(
         self,
         topics: Sequence[Topic],
-        apply: Callable[[Event], None],
+        apply: Callable[[Event], object],
         *,
         idle_s: float = 1.0,
         timeout_s: float = 120.0,
@@ -307,8 +307,9 @@ class EventBus:
             timeout_s=timeout_s,
         )
 
-    async def restore(self, topics: Sequence[Topic] = (), apply: Callable[[Event], None] | None
-                      = None) -> int:
+    async def restore(
+        self, topics: Sequence[Topic] = (), apply: Callable[[Event], object] | None = None
+    ) -> int:
         """Rebuild dedupe memory from own outputs, and a projection from topics, at start-up."""
         wanted = sorted(set(topics) | self._outputs)
 
@@ -326,7 +327,7 @@ class EventBus:
 async def replay_topics(
     settings: KafkaSettings,
     names: Sequence[str],
-    apply: Callable[[Event], None],
+    apply: Callable[[Event], object],
     *,
     idle_s: float = 1.0,
     timeout_s: float = 120.0,

@@ -16,6 +16,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -41,6 +42,7 @@ class ServiceRuntime:
     on_start: list[Hook] = field(default_factory=list)
     background: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    components: dict[str, Any] = field(default_factory=dict)  # domain objects, for tests
 
 
 def build_runtime(

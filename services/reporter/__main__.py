@@ -1,0 +1,5 @@
+"""`python -m services.reporter`."""
+
+from services.reporter.main import main
+
+main()

@@ -1,0 +1,97 @@
+"""Reporter: timeline folding, MTTx from event timestamps, report sections."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from services.reporter.report import SECTIONS, build_report, render
+from services.reporter.timeline import IncidentRecord
+from shared.catalog import ServiceCatalog
+from shared.events import (
+    Event,
+    Evidence,
+    IncidentAcknowledged,
+    IncidentClassified,
+    IncidentOpened,
+    IncidentResolved,
+    InvestigationCompleted,
+    RunbookCompleted,
+    RunbookStarted,
+)
+from tests.samples import ACTION, T0, sample_event
+
+pytestmark = pytest.mark.unit
+CATALOG = ServiceCatalog.load(Path(__file__).resolve().parents[2] / "demo/config/catalog.yaml")
+
+
+def lifecycle() -> list[Event]:
+    """A full incident: anomaly 90 s before the alert, ack at +4 min, cause at +2 min."""
+    at = lambda s: T0 + timedelta(seconds=s)  # noqa: E731
+    return [
+        sample_event(IncidentOpened, occurred_at=at(1), first_anomaly_at=at(-90),
+                     alert_received_at=T0),
+        sample_event(IncidentClassified, occurred_at=at(2)),
+        sample_event(InvestigationCompleted, occurred_at=at(120), root_cause_identified=True,
+                     cause="bad_deploy", evidence=(Evidence(
+                         source="deploys", kind="deploy_before_anomaly",
+                         summary="payments v2.4.1 deployed 2 min before", data={"version": "v2.4.1"}),)),
+        sample_event(IncidentAcknowledged, occurred_at=at(240)),
+        sample_event(RunbookStarted, occurred_at=at(300), approved_by="alice"),
+        sample_event(RunbookCompleted, occurred_at=at(400), action=ACTION),
+        sample_event(IncidentResolved, occurred_at=at(600)),
+    ]
+
+
+class TestMetrics:
+    def test_mttx_come_from_event_timestamps(self) -> None:
+        """MTTD/MTTA/MTTI/MTTR are differences of the events' own timestamps."""
+        record = IncidentRecord("INC-ABC123")
+        for event in lifecycle():
+            record.fold(event)
+        assert record.metrics() == {"mttd": 90.0, "mtta": 240.0, "mtti": 120.0, "mttr": 600.0}
+
+    def test_open_incident_has_no_resolution_metrics(self) -> None:
+        """Moments that have not happened are None, not zero."""
+        record = IncidentRecord("INC-ABC123")
+        for event in lifecycle()[:2]:
+            record.fold(event)
+        assert record.metrics()["mttr"] is None
+        assert record.metrics()["mtta"] is None
+
+    def test_folding_is_idempotent(self) -> None:
+        """A redelivered event changes nothing."""
+        record = IncidentRecord("INC-ABC123")
+        events = lifecycle()
+        assert all(record.fold(e) for e in events)
+        assert not any(record.fold(e) for e in events)
+        assert len(record.events) == len(events)
+
+
+class TestReport:
+    def test_sections_in_the_seed_order(self) -> None:
+        """Markdown has every section of DOMAIN.md, in order, with the computed metrics."""
+        record = IncidentRecord("INC-ABC123")
+        for event in lifecycle():
+            record.fold(event)
+        report = build_report(record, CATALOG, T0 + timedelta(hours=1))
+        text = render(report, "markdown")
+        positions = [text.index(f"## {name}") for name in SECTIONS]
+        assert positions == sorted(positions)
+        assert "| MTTD | 1m 30s |" in text
+        assert "| MTTR | 10m 00s |" in text
+        assert report["summary"]["status"] == "resolved"
+        assert report["root_cause"]["cause"] == "bad_deploy"
+        assert any("v2.4.1" in i["item"] for i in report["remediation_items"])
+        assert all(i["owner"] and i["due"] for i in report["remediation_items"])
+
+    def test_html_is_escaped(self) -> None:
+        """Alert text cannot inject markup into the HTML report."""
+        record = IncidentRecord("INC-ABC123")
+        record.fold(sample_event(IncidentOpened, title="<script>alert(1)</script>",
+                                 alert_received_at=T0))
+        html = render(build_report(record, CATALOG, T0), "html")
+        assert "<script>alert(1)" not in html
+        assert "&lt;script&gt;" in html
