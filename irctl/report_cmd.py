@@ -33,6 +33,6 @@ def report(
     if fmt == "json":
         console.print_json(json.dumps(json.loads(text)))
     elif fmt == "raw":
-        print(text)  # noqa: T201 - raw output for piping
+        print(text)
     else:
         console.print(Markdown(text))
