@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from irctl import broker_cmd, report_cmd, schemas_cmd
+from irctl import broker_cmd, report_cmd, schemas_cmd, up_cmd
 
 app = typer.Typer(
     help="Incident-response orchestrator: run and operate the local stack.",
@@ -26,6 +26,7 @@ def _root() -> None:
 app.command("broker")(broker_cmd.broker)
 app.command("schemas")(schemas_cmd.schemas)
 app.command("report")(report_cmd.report)
+app.command("up")(up_cmd.up)
 
 
 def main() -> None:
