@@ -32,8 +32,9 @@ SeaweedFS quirks handled here (``weed`` 4.48):
 - It starts master, volume, filer, S3 and admin servers (10 ports); WebDAV, Iceberg
   and Lance endpoints, the admin UI and telemetry are switched off.
 - Its glog files would go to ``/tmp``; ``-logtostderr`` sends everything to the log
-  file under the state directory instead. (Its unix sockets stay in ``/tmp``: their
-  paths are fixed by the port numbers.)
+  file under the state directory instead. Its unix sockets are hard-wired to
+  ``/tmp/seaweedfs-<component>[-grpc]-<port>.sock`` and not all removed on exit (none
+  after a SIGKILL); the wrapper deletes the ones for its own ports before and after.
 - S3 authentication is on when ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` are in
   its environment. The secret is random per state directory, kept in
   ``s3-credentials.json`` (mode 0600), so a restarted broker finds the same identity.
@@ -86,6 +87,7 @@ S3_REGION = "us-east-1"
 _GRPC_OFFSET = 10_000  # SeaweedFS derives gRPC ports as HTTP port + 10000
 _WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 _LOG_TAIL_LINES = 40
+_WEED_SOCKET_DIR = "/tmp"  # noqa: S108 - hard-coded by weed, not our choice
 
 
 class BrokerError(RuntimeError):
@@ -236,6 +238,15 @@ def _s3_request(
         conn.close()
 
 
+def _remove_weed_sockets(ports: list[int]) -> None:
+    """Delete the unix sockets weed leaves in /tmp for these ports (it never cleans them all)."""
+    for port in ports:
+        for grpc in ("", "grpc-"):
+            for sock in Path(_WEED_SOCKET_DIR).glob(f"seaweedfs-*-{grpc}{port}.sock"):
+                with contextlib.suppress(OSError):
+                    sock.unlink()
+
+
 def _load_credentials(path: Path) -> tuple[str, str]:
     """The S3 identity of a state directory, created (random secret, mode 0600) on first use."""
     if path.exists():
@@ -349,6 +360,7 @@ class EmbeddedBroker:
         self._lock_fd: int | None = None
         self._bound_port: int | None = None
         self.s3_port: int | None = None
+        self._weed_ports: list[int] = []
 
     # -- properties -------------------------------------------------------------------
 
@@ -423,6 +435,8 @@ class EmbeddedBroker:
             if proc is not None:
                 _terminate(proc, self.stop_timeout)
                 setattr(self, attr, None)
+        _remove_weed_sockets(self._weed_ports)
+        self._weed_ports = []
         for fh in self._logs:
             fh.close()
         self._logs.clear()
@@ -524,6 +538,8 @@ class EmbeddedBroker:
         data_dir.mkdir(parents=True, exist_ok=True)
         access, secret = _load_credentials(self.state_dir / "s3-credentials.json")
         ports = dict(zip(_WEED_COMPONENTS, _free_port_pairs(len(_WEED_COMPONENTS)), strict=True))
+        self._weed_ports = [q for p in ports.values() for q in (p, p + _GRPC_OFFSET)]
+        _remove_weed_sockets(self._weed_ports)  # leftovers of a killed weed on these ports
         argv = [
             str(weed_binary()),
             "-logtostderr",
