@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from irctl import broker_cmd, report_cmd, schemas_cmd, up_cmd
+from irctl import broker_cmd, demo_cmd, report_cmd, schemas_cmd, up_cmd
 
 app = typer.Typer(
     help="Incident-response orchestrator: run and operate the local stack.",
@@ -27,6 +27,7 @@ app.command("broker")(broker_cmd.broker)
 app.command("schemas")(schemas_cmd.schemas)
 app.command("report")(report_cmd.report)
 app.command("up")(up_cmd.up)
+app.command("demo")(demo_cmd.demo)
 
 
 def main() -> None:
