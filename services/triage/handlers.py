@@ -1,0 +1,125 @@
+"""Message adapters: alerts in, incident events out; lifecycle events into the projection.
+
+Why the alert subscription runs with the bus's dedupe off: the bus marks an
+input as handled as soon as *one* event it caused is in the log (that is how
+`restore` rebuilds its memory). An alert whose `incident.opened` was published
+but whose `incident.classified` was not (a crash in between) would then be
+skipped for good on redelivery. Triage's own projection knows which alerts it
+applied and `Triage.decide` completes a half-handled one, re-deriving the
+same event ids, so the redelivery is still a no-op when there is nothing left
+to do; the bus's published-id memory skips what is already in the log.
+
+Publish first, apply second: the projection only records what is durably in
+the log, so a failed publish is retried against unchanged state and yields
+the same events. One lock keeps each alert's decide/publish/apply atomic with
+respect to the next alert.
+
+Each replica reads every lifecycle event (its own consumer group,
+`triage-state-<instance id>`): alerts are partitioned by correlation key and
+incidents by incident id, so no replica can assume it sees "its" incidents
+on one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import structlog
+from fastapi import HTTPException
+from prometheus_client import Counter, Gauge
+
+from services.triage.correlation import Triage
+from shared.events import AlertReceived, Event
+from shared.runtime import ServiceRuntime
+from shared.topics import Topic
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TOPICS: tuple[Topic, ...] = (
+    Topic.INCIDENT_OPENED, Topic.INCIDENT_CLASSIFIED, Topic.INCIDENT_UPDATED,
+)
+STATE_TOPICS: tuple[Topic, ...] = (
+    *OUTPUT_TOPICS, Topic.INCIDENT_ACKNOWLEDGED, Topic.INCIDENT_RESOLVED,
+)
+ALERT_GROUP = "triage"
+
+
+class TriageHandlers:
+    """The triage service's subscribers, bound to one runtime and one `Triage`."""
+
+    def __init__(self, runtime: ServiceRuntime, triage: Triage) -> None:
+        self.runtime = runtime
+        self.triage = triage
+        self.book = triage.book
+        self._lock = asyncio.Lock()
+        registry = runtime.bus.registry
+        self.alerts = Counter(
+            "ir_triage_alerts_total", "Alerts triaged, by outcome", ["outcome"],
+            registry=registry,
+        )
+        self.open_incidents = Gauge(
+            "ir_triage_open_incidents", "Incidents triage tracks as open", registry=registry,
+        )
+
+    async def on_alert(self, event: Event) -> None:
+        """Correlate one alert, publish what it causes, then record it in the projection."""
+        if not isinstance(event, AlertReceived):
+            log.warning("ignoring %s on the alert topic", event.event_type)
+            return
+        async with self._lock:
+            self.book.prune(self.triage.clock.now())
+            decision = self.triage.decide(event)
+            with structlog.contextvars.bound_contextvars(incident_id=decision.incident_id):
+                for out in decision.events:
+                    await self.runtime.bus.publish(out)
+                for out in decision.events:
+                    self.book.apply(out)
+                self.alerts.labels(decision.outcome).inc()
+                self._refresh_gauge()
+                log.info(
+                    "alert %s (%s %s on %s): %s, %s; %d events",
+                    event.event_id, event.name, event.status.value, event.service,
+                    decision.outcome, decision.detail, len(decision.events),
+                )
+
+    async def on_lifecycle(self, event: Event) -> None:
+        """Fold a lifecycle event (ours or another service's) into the projection."""
+        async with self._lock:
+            self.book.apply(event)
+            self._refresh_gauge()
+
+    async def restore(self) -> None:
+        """Rebuild the projection from the lifecycle topics (start-up hook)."""
+        count = await self.runtime.bus.restore(STATE_TOPICS, self.book.apply)
+        self.book.prune(self.triage.clock.now())
+        self._refresh_gauge()
+        log.info("triage projection restored from %d events: %d incidents tracked",
+                 count, len(self.book))
+
+    def _refresh_gauge(self) -> None:
+        self.open_incidents.set(sum(1 for _ in self.book.open_incidents()))
+
+
+def register(runtime: ServiceRuntime, triage: Triage, *, instance_id: str) -> TriageHandlers:
+    """Wire triage into a runtime: restore hook, subscriptions and the read-only HTTP API."""
+    handlers = TriageHandlers(runtime, triage)
+    bus = runtime.bus
+    bus.declare_outputs(OUTPUT_TOPICS)
+    runtime.on_start.append(handlers.restore)
+    bus.subscribe(Topic.ALERT_RECEIVED, handlers.on_alert, group=ALERT_GROUP, dedupe=False)
+    bus.subscribe(STATE_TOPICS, handlers.on_lifecycle, group=f"triage-state-{instance_id}")
+
+    @runtime.http.get("/incidents", tags=["triage"], summary="Incidents triage tracks as open")
+    async def list_incidents() -> list[dict[str, object]]:
+        return [i.summary() for i in triage.book.open_incidents()]
+
+    @runtime.http.get("/incidents/{incident_id}", tags=["triage"],
+                      summary="One tracked incident (open or recently resolved)")
+    async def get_incident(incident_id: str) -> dict[str, object]:
+        incident = triage.book.get(incident_id)
+        if incident is None:
+            raise HTTPException(404, f"{incident_id} is not tracked by triage")
+        return incident.summary()
+
+    return handlers
