@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -253,6 +254,15 @@ class EventBus:
             self.metrics.handled.labels(topic, "duplicate").inc()
             log.debug("duplicate %s %s ignored", event.event_type, event.event_id)
             return
+        with structlog.contextvars.bound_contextvars(
+            incident_id=event.incident_id, event_type=event.event_type, event_id=event.event_id
+        ):
+            await self._handle(record, event, handler)
+
+    async def _handle(
+        self, record: ConsumerRecord[bytes, bytes], event: Event, handler: Handler
+    ) -> None:
+        topic = record.topic
         attempts = 0
         try:
             async for attempt in AsyncRetrying(
