@@ -89,6 +89,6 @@ class TestLogsAndTraces:
         """With an OTLP endpoint spans are exported; without one nothing is exported."""
         with_otlp = setup_tracing("a", otlp_endpoint="http://127.0.0.1:4318")
         without = setup_tracing("b")
-        assert with_otlp._active_span_processor._span_processors  # noqa: SLF001
-        assert not without._active_span_processor._span_processors  # noqa: SLF001
+        assert with_otlp._active_span_processor._span_processors
+        assert not without._active_span_processor._span_processors
         with_otlp.shutdown()
