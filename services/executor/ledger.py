@@ -41,6 +41,15 @@ from shared.events import (
     RunbookStep,
     derive_event_id,
 )
+from shared.policy import UnknownRunbook, risk_of
+
+
+def risk_of_or_high(runbook: str) -> RiskTier:
+    """The policy tier of runbook; HIGH (the safe assumption) when it has none."""
+    try:
+        return risk_of(runbook)
+    except UnknownRunbook:
+        return RiskTier.HIGH
 
 
 class RunStatus(StrEnum):
@@ -138,6 +147,9 @@ class Ledger:
     used_tokens: set[str] = field(default_factory=set)
     _seen: set[str] = field(default_factory=set)
     _completed: dict[str, str] = field(default_factory=dict)
+    _resolutions: set[str] = field(default_factory=set)
+    _steps: dict[str, RunbookStep] = field(default_factory=dict)
+    _backups: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # --- queries ---------------------------------------------------------------
 
@@ -192,18 +204,27 @@ class Ledger:
         run.advance(RunStatus.RUNNING)
 
     def _step(self, event: RunbookStep) -> None:
-        if (run := self.runs.get(event.run_id)) is None:
-            return
-        run.last_step = event.step
+        # Kept apart from the run: in a replay a step may come before the run's first event.
+        latest = self._steps.get(event.run_id)
+        if latest is None or event.occurred_at >= latest.occurred_at:
+            self._steps[event.run_id] = event
         if event.phase == "backup" and event.status == "succeeded":
-            run.backup = dict(event.data)
+            self._backups[event.run_id] = dict(event.data)
+        if (run := self.runs.get(event.run_id)) is not None:
+            self._attach_steps(run)
+
+    def _attach_steps(self, run: Run) -> None:
+        if (step := self._steps.get(run.run_id)) is not None:
+            run.last_step = step.step
+        if (backup := self._backups.get(run.run_id)) is not None:
+            run.backup = backup
 
     def _completed_run(self, event: RunbookCompleted) -> None:
-        if (run := self.runs.get(event.run_id)) is None:
-            return
+        run = self._ensure(event.run_id, event, event.action, None)
         run.completed_event_id = event.event_id
         self._completed[event.event_id] = run.run_id
-        run.advance(RunStatus.COMPLETED)
+        run.advance(RunStatus.RESOLVED if event.event_id in self._resolutions
+                    else RunStatus.COMPLETED)
 
     def _failed(self, event: RunbookFailed) -> None:
         run = self._ensure(event.run_id, event, event.action, None)
@@ -212,10 +233,10 @@ class Ledger:
         run.advance(RunStatus.FAILED)
 
     def _rolled_back(self, event: RunbookRolledBack) -> None:
-        if (run := self.runs.get(event.run_id)) is not None:
-            run.rolled_back = True
+        self._ensure(event.run_id, event, event.action, None).rolled_back = True
 
     def _resolved(self, event: IncidentResolved) -> None:
+        self._resolutions.add(event.causation_id or "")
         run_id = self._completed.get(event.causation_id or "")
         if run_id and (run := self.runs.get(run_id)) is not None:
             run.advance(RunStatus.RESOLVED)
@@ -273,10 +294,13 @@ class Ledger:
                 incident_id=event.incident_id or "",
                 correlation_id=event.correlation_id,
                 action=action,
-                risk=risk or RiskTier.HIGH,
+                risk=risk or risk_of_or_high(action.runbook),
                 status=RunStatus.AWAITING_APPROVAL,
             )
             self.runs[run_id] = run
+            self._attach_steps(run)
+        elif risk is not None:
+            run.risk = risk
         return run
 
     _FOLDS: ClassVar[dict[type[Event], Callable[[Ledger, Any], None]]] = {
