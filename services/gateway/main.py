@@ -1,0 +1,179 @@
+"""Builds and runs the gateway: HTTP in, `alert.received` out.
+
+The gateway consumes nothing, so it does not use `shared.runtime.start`/`serve`:
+those create topics and start the broker client before anything else and fail
+when the broker is down, while the gateway's job is precisely to answer
+(`/healthz` 503, alerts 503 + Retry-After) until the broker is back. Here the
+HTTP server starts first and `AlertDelivery.connect` runs as the runtime's
+background task, retrying until the broker answers. Stopping reverses it:
+stop accepting requests (in-flight ones finish), cancel the connector, stop
+the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from services.gateway import api
+from services.gateway.delivery import AlertDelivery
+from services.gateway.intake import AlertIntake
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.settings import GatewaySettings
+from shared.catalog import ServiceCatalog
+from shared.clock import Clock, SystemClock
+from shared.runtime import ServiceRuntime, build_runtime
+from shared.settings import KafkaSettings, ServiceSettings
+from shared.topics import Topic
+
+log = logging.getLogger(__name__)
+
+SERVICE = "gateway"
+
+
+def load_catalog(path: Path) -> ServiceCatalog:
+    """The service catalog at path; empty (every service its own group) when the file is missing."""
+    if not path.is_file():
+        log.warning("no service catalog at %s: every service is its own correlation group", path)
+        return ServiceCatalog()
+    return ServiceCatalog.load(path)
+
+
+def create_runtime(
+    *,
+    kafka: KafkaSettings | None = None,
+    settings: ServiceSettings | None = None,
+    gateway: GatewaySettings | None = None,
+    clock: Clock | None = None,
+) -> ServiceRuntime:
+    """The gateway's runtime: bus, FastAPI app with the alert routes, broker connector."""
+    settings = settings or ServiceSettings()
+    gateway = gateway or GatewaySettings()
+    app = FastAPI(
+        title="Incident orchestrator: alert gateway",
+        version="1",
+        description=api.DESCRIPTION,
+        max_body_size=gateway.max_body_bytes,
+        openapi_tags=[
+            {"name": "alerts", "description": "Alertmanager, Grafana and our own JSON format"},
+            {"name": "pagerduty", "description": "PagerDuty Events API v2 compatible intake"},
+            {"name": "ops", "description": "Health and metrics"},
+        ],
+    )
+    runtime = build_runtime(SERVICE, kafka=kafka, settings=settings, http=app)
+    runtime.bus.declare_outputs([Topic.ALERT_RECEIVED])
+    delivery = AlertDelivery(
+        runtime.bus,
+        timeout_s=gateway.publish_timeout_s,
+        max_in_flight=gateway.max_in_flight_alerts,
+        retry_max_s=gateway.connect_retry_max_s,
+    )
+    metrics = GatewayMetrics(runtime.bus.registry)
+    intake = AlertIntake(
+        delivery=delivery,
+        catalog=load_catalog(gateway.catalog_file(settings.config_dir)),
+        clock=clock or SystemClock(settings.time_scale),
+        metrics=metrics,
+        dedup_window_s=gateway.dedup_window_s,
+    )
+    api.install(
+        app,
+        intake=intake,
+        metrics=metrics,
+        tokens=gateway.tokens,
+        routing_services=gateway.routing_services(),
+        retry_after_s=gateway.retry_after_s,
+    )
+    runtime.background.append(delivery.connect)
+    if not gateway.tokens:
+        log.warning("IR_GATEWAY_TOKENS is not set: the gateway accepts unauthenticated alerts")
+    return runtime
+
+
+class _OwnSignals(uvicorn.Server):
+    """A uvicorn server that leaves SIGTERM/SIGINT to the gateway (one owner of shutdown)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Do not install uvicorn's own handlers."""
+        yield
+
+
+class GatewayServer:
+    """The gateway's HTTP server and broker connector in the running event loop."""
+
+    def __init__(self, runtime: ServiceRuntime, *, host: str | None = None, port: int = 0) -> None:
+        self.runtime = runtime
+        config = uvicorn.Config(
+            runtime.http,
+            host=host or runtime.settings.http_host,
+            port=port,
+            log_config=None,
+            lifespan="off",
+        )
+        self._server = _OwnSignals(config)
+        self._serving: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Future[None]] = []
+
+    @property
+    def url(self) -> str:
+        """Base URL the server listens on (after start)."""
+        host, port = self._server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        """Start serving HTTP and connecting to the broker; returns once HTTP accepts requests."""
+        self._background = [asyncio.ensure_future(hook()) for hook in self.runtime.background]
+        self._serving = asyncio.create_task(self._server.serve())
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if self._serving.done():
+                await self._serving  # surfaces the start-up error
+                raise RuntimeError("gateway HTTP server stopped during start-up")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gateway HTTP server not up within {timeout_s} s")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        """Finish in-flight requests, stop connecting, disconnect from the broker."""
+        self._server.should_exit = True
+        if self._serving is not None:
+            await self._serving
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for hook in self.runtime.on_stop:
+            await hook()
+        await self.runtime.bus.stop()
+
+
+async def serve(runtime: ServiceRuntime, port: int) -> None:
+    """Run the gateway until SIGTERM/SIGINT."""
+    server = GatewayServer(runtime, port=port)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await server.start()
+    log.info("gateway listening on %s", server.url)
+    await stop_requested.wait()
+    log.info("gateway stopping")
+    await server.stop()
+
+
+def main() -> None:
+    """Entry point of `python -m services.gateway`."""
+    settings = ServiceSettings()
+    gateway = GatewaySettings()
+    runtime = create_runtime(settings=settings, gateway=gateway)
+    asyncio.run(serve(runtime, gateway.port(settings.http_port)))
