@@ -7,11 +7,14 @@ half-way is simply decided again, identically, on the retry.
 
 Rules, in order:
 
+0. An alert without a fingerprint or a service cannot be correlated: it is
+   rejected with `UncorrelatableAlertError` (the bus parks it in the DLQ with
+   that message; nothing is lost, nothing is guessed).
 1. An alert id the book has already applied is a **redelivery**. It changes
    no membership; it only completes what a crash may have cut short (the
-   opening sequence, or a classification it caused). Everything it re-derives
-   has the id it had the first time, so what is already in the log is skipped
-   by the bus.
+   opening sequence, or a classification it caused): everything it caused is
+   re-derived with the id it had the first time, and only what the projection
+   has not applied (so what never reached the log) is returned.
 2. An alert whose **fingerprint** belongs to an open incident joins it
    (`alert_added`, or `alert_resolved` when the source says it resolved).
 3. A **resolved** alert never opens anything and never joins by relation: it
@@ -68,6 +71,10 @@ PRODUCER = "triage"
 _TITLE_MAX = 200
 
 
+class UncorrelatableAlertError(ValueError):
+    """An alert that lacks what correlation needs (fingerprint, service)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TriageDecision:
     """What triage decided for one alert: the outcome and the events to publish, in order."""
@@ -105,6 +112,12 @@ class Triage:
 
     def decide(self, alert: AlertReceived) -> TriageDecision:
         """The events this alert causes, given the current projection (pure)."""
+        missing = [f for f in ("fingerprint", "service") if not getattr(alert, f).strip()]
+        if missing:
+            raise UncorrelatableAlertError(
+                f"alert {alert.event_id} from {alert.source} has no {' and no '.join(missing)}:"
+                " cannot correlate it"
+            )
         now = self.clock.now()
         known = self.book.incident_of_alert(alert.event_id)
         if known is not None:

@@ -6,8 +6,9 @@ input as handled as soon as *one* event it caused is in the log (that is how
 but whose `incident.classified` was not (a crash in between) would then be
 skipped for good on redelivery. Triage's own projection knows which alerts it
 applied and `Triage.decide` completes a half-handled one, re-deriving the
-same event ids, so the redelivery is still a no-op when there is nothing left
-to do; the bus's published-id memory skips what is already in the log.
+same event ids and keeping only those the projection has not applied, so a
+redelivery is a no-op when there is nothing left to do (and the bus's
+published-id memory would skip a duplicate anyway).
 
 Publish first, apply second: the projection only records what is durably in
 the log, so a failed publish is retried against unchanged state and yields

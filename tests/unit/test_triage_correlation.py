@@ -8,7 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from services.triage.correlation import Triage, TriageDecision, incident_id_for
+from services.triage.correlation import (
+    Triage,
+    TriageDecision,
+    UncorrelatableAlertError,
+    incident_id_for,
+)
 from services.triage.projection import IncidentBook
 from shared.clock import ManualClock
 from shared.domain import AlertStatus, Severity
@@ -121,6 +126,18 @@ class TestNewIncident:
         decision = world.send(make_alert("storefront", status=AlertStatus.RESOLVED))
         assert decision.outcome == "ignored"
         assert decision.events == ()
+        assert len(world.book) == 0
+
+
+class TestBadInput:
+    """Alerts triage cannot correlate are refused with a clear error."""
+
+    @pytest.mark.parametrize("field", ["fingerprint", "service"])
+    def test_blank_identity_is_refused(self, world: World, field: str) -> None:
+        """A blank fingerprint or service raises (the bus dead-letters it) and changes nothing."""
+        alert = make_alert("payments").model_copy(update={field: "  "})
+        with pytest.raises(UncorrelatableAlertError, match=f"has no {field}"):
+            world.triage.decide(alert)
         assert len(world.book) == 0
 
 
