@@ -23,6 +23,10 @@ class Clock(Protocol):
         """Wait for seconds of this clock's time."""
         ...
 
+    def scaled(self, threshold: timedelta) -> timedelta:
+        """A domain threshold as it applies under this clock's time scale."""
+        ...
+
 
 class SystemClock:
     """Wall-clock time with a scale applied to domain thresholds."""

@@ -6,11 +6,14 @@ Delivery contract (ARCHITECTURE.md, "Delivery and state"):
   after the handler returned (`AckPolicy.NACK_ON_ERROR`), so a consumer killed
   mid-handler gets the message again. If even the dead-letter publish fails the
   message is nacked (seek back) rather than committed: nothing accepted is lost.
-- Idempotent on `event_id`. The bus remembers which input events it handled and
-  which events it published. At start-up `restore()` replays the service's own
-  output topics, so after a restart the memory is rebuilt from the log itself:
-  every published event's `causation_id` marks its input as handled, and
-  publishing an event whose (deterministic) id is already in the log is a no-op.
+- Idempotent on `event_id`. The bus skips an input it already handled to the
+  end in this process, and remembers every event id it published. At start-up
+  `restore()` replays the service's own output topics, so after a restart that
+  memory is rebuilt from the log itself. A message redelivered after a crash is
+  handled again (the crash may have cut the handler between two outputs), and
+  every output whose derived id is already in the log is skipped: the second
+  delivery completes what the first one left undone, and repeats nothing.
+  Handlers with effects outside Kafka check their projection before acting.
 - Poison messages never block a partition. Invalid JSON or a contract violation
   goes straight to `<topic>.dlq`; a handler that keeps failing is retried
   `max_attempts` times with backoff (tenacity), then dead-lettered. DLQ headers
@@ -108,6 +111,11 @@ class BusMetrics:
             "ir_events_published_total", "Events published by this service",
             ["topic"], registry=registry,
         )
+        self.skipped = Counter(
+            "ir_events_publish_skipped_total",
+            "Publishes skipped because the event id is already in the log (redelivery)",
+            ["topic"], registry=registry,
+        )
         self.dead_lettered = Counter(
             "ir_events_dead_lettered_total", "Messages parked in a DLQ",
             ["topic", "reason"], registry=registry,
@@ -191,6 +199,7 @@ class EventBus:
     async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> bool:
         """Publish with acks=all, keyed per the catalog; False when already published."""
         if event.event_id in self.published:
+            self.metrics.skipped.labels(event.event_type).inc()
             return False
         await self.broker.publish(
             event.model_dump_json().encode(),
@@ -204,8 +213,6 @@ class EventBus:
             },
         )
         self.published.add(event.event_id)
-        if event.causation_id:
-            self.handled.add(event.causation_id)
         self.metrics.published.labels(event.event_type).inc()
         return True
 
@@ -326,8 +333,6 @@ class EventBus:
         def remember(event: Event) -> None:
             if event.TOPIC in self._outputs and event.producer == self.service:
                 self.published.add(event.event_id)
-                if event.causation_id:
-                    self.handled.add(event.causation_id)
             if apply is not None and event.TOPIC in topics:
                 apply(event)
 
