@@ -1,0 +1,5 @@
+"""`python -m services.investigator`."""
+
+from services.investigator.main import main
+
+main()
