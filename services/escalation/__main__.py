@@ -1,0 +1,5 @@
+"""`python -m services.escalation`."""
+
+from services.escalation.main import main
+
+main()
