@@ -40,7 +40,7 @@ def errors_of(model: type[BaseModel], payload: Any) -> list[str]:
 
 
 def am_alert(**overrides: Any) -> dict[str, Any]:
-    alert = copy.deepcopy(alertmanager.EXAMPLE["alerts"][0])
+    alert: dict[str, Any] = copy.deepcopy(alertmanager.EXAMPLE["alerts"][0])
     alert.update(overrides)
     return alert
 

@@ -22,7 +22,7 @@ def test_tokens_and_routing_keys_are_comma_separated(monkeypatch: pytest.MonkeyP
 
 def test_secrets_stay_out_of_repr() -> None:
     """Tokens and routing keys never appear when settings are logged."""
-    text = repr(GatewaySettings(tokens="s3cret", pagerduty_routing_keys="rk-s3cret"))
+    text = repr(GatewaySettings(tokens=("s3cret",), pagerduty_routing_keys=("rk-s3cret",)))
     assert "s3cret" not in text
 
 
