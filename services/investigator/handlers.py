@@ -30,9 +30,9 @@ from services.investigator.investigation import (
     completed_event,
 )
 from services.investigator.redaction import Redactor
-from services.investigator.rules import ScaledClock
 from services.investigator.settings import InvestigatorSettings
 from shared.catalog import ServiceCatalog
+from shared.clock import Clock
 from shared.events import Event, InvestigationCompleted
 from shared.kafka import EventBus
 from shared.topics import Topic
@@ -56,7 +56,7 @@ class InvestigationDesk:
         investigator: Investigator,
         catalog: ServiceCatalog,
         redactor: Redactor,
-        clock: ScaledClock,
+        clock: Clock,
         settings: InvestigatorSettings,
     ) -> None:
         self.bus = bus

@@ -19,18 +19,18 @@ from services.investigator.evidence import EvidenceCollector
 from services.investigator.handlers import InvestigationDesk, routes, subscribe
 from services.investigator.investigation import Investigator
 from services.investigator.redaction import PatternRedactor
-from services.investigator.rules import RuleBasedInvestigator, ScaledClock
+from services.investigator.rules import RuleBasedInvestigator
 from services.investigator.settings import InvestigatorSettings
 from services.investigator.sources.config import EvidenceConfig, build_sources
 from shared.catalog import ServiceCatalog
-from shared.clock import SystemClock
+from shared.clock import Clock, SystemClock
 from shared.runtime import ServiceRuntime, build_runtime, run
 from shared.settings import KafkaSettings, ServiceSettings
 
 SERVICE = "investigator"
 
 InvestigatorFactory = Callable[
-    [EvidenceCollector, ScaledClock, InvestigatorSettings, EvidenceConfig], Investigator
+    [EvidenceCollector, Clock, InvestigatorSettings, EvidenceConfig], Investigator
 ]
 
 
@@ -39,7 +39,7 @@ class InvestigatorUnavailable(RuntimeError):  # noqa: N818 - reads as the domain
 
 
 def _rules(
-    collector: EvidenceCollector, clock: ScaledClock, settings: InvestigatorSettings,
+    collector: EvidenceCollector, clock: Clock, settings: InvestigatorSettings,
     config: EvidenceConfig,
 ) -> Investigator:
     return RuleBasedInvestigator(collector, clock,
@@ -51,7 +51,7 @@ INVESTIGATORS: dict[str, InvestigatorFactory] = {"rules": _rules}
 
 
 def build_investigator(
-    settings: InvestigatorSettings, collector: EvidenceCollector, clock: ScaledClock,
+    settings: InvestigatorSettings, collector: EvidenceCollector, clock: Clock,
     config: EvidenceConfig,
 ) -> Investigator:
     """The investigator IR_INVESTIGATOR_KIND names; raises InvestigatorUnavailable otherwise."""
@@ -69,7 +69,7 @@ def create_runtime(
     kafka: KafkaSettings | None = None,
     settings: ServiceSettings | None = None,
     investigator_settings: InvestigatorSettings | None = None,
-    clock: ScaledClock | None = None,
+    clock: Clock | None = None,
     investigator: Investigator | None = None,
 ) -> ServiceRuntime:
     """The investigator service, ready for `start`/`run`."""

@@ -132,11 +132,11 @@ class PatternRedactor:
 
 
 def redact_value(redactor: Redactor, value: Any) -> Any:
-    """Redact every string inside JSON-like data (dict keys are kept as they are)."""
+    """Redact every string inside JSON-like data, dict keys included (they may quote logs)."""
     if isinstance(value, str):
         return redactor.redact(value)
     if isinstance(value, Mapping):
-        return {k: redact_value(redactor, v) for k, v in value.items()}
+        return {redact_value(redactor, k): redact_value(redactor, v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(redact_value(redactor, v) for v in value)
     return value

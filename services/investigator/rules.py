@@ -40,7 +40,6 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from services.investigator.evidence import (
     DeployRecord,
@@ -71,14 +70,6 @@ CLOCK_SKEW = timedelta(seconds=60)
 _DOWN_ALERT = re.compile(r"down|unreachable|unavailable|crash|not.?running|absent", re.IGNORECASE)
 _CAUSE_ORDER = ("bad_deploy", "crash", "stuck_cache", "connection_leak", "error_spike",
                 "excessive_debug_logging", "saturation")
-
-
-class ScaledClock(Clock, Protocol):
-    """A clock that also scales domain thresholds (SystemClock, ManualClock)."""
-
-    def scaled(self, threshold: timedelta) -> timedelta:
-        """A domain threshold under this clock's scale."""
-        ...
 
 
 @dataclass
@@ -185,8 +176,8 @@ def _symptoms(h: ServiceHealth) -> str:
     return ", ".join(parts) or "no symptom observed"
 
 
-def _error_sample(h: ServiceHealth) -> dict[str, int]:
-    return dict(h.top_errors())
+def _error_sample(h: ServiceHealth) -> list[dict[str, object]]:
+    return [{"msg": msg, "count": count} for msg, count in h.top_errors()]
 
 
 def _root_bonus(case: Case, service: str) -> list[Evidence]:
@@ -525,7 +516,7 @@ class RuleBasedInvestigator:
     def __init__(
         self,
         collector: EvidenceCollector,
-        clock: ScaledClock,
+        clock: Clock,
         *,
         lookback: timedelta = timedelta(minutes=30),
         thresholds: Thresholds | None = None,
