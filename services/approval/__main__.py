@@ -1,0 +1,5 @@
+"""`python -m services.approval`."""
+
+from services.approval.main import main
+
+main()
