@@ -21,7 +21,8 @@ Decisions:
   faststream 0.7.8; probing first keeps those failures to a rare race.
 - **Bounded waiting.** At most `max_in_flight` alerts may await acknowledgement;
   beyond that the gateway answers 503 instead of queueing without limit while
-  the broker is slow.
+  the broker is slow. A single request larger than the limit is still admitted
+  when nothing else is waiting, so it is never refused forever.
 """
 
 from __future__ import annotations
@@ -105,9 +106,10 @@ class AlertDelivery:
         """Publish every alert and wait for all acks; the count newly published (not repeats)."""
         if not self._connected:
             raise EventLogUnavailableError("not connected to the event log yet")
-        if self._in_flight + len(alerts) > self.max_in_flight:
+        if not admits(self._in_flight, len(alerts), self.max_in_flight):
             raise EventLogUnavailableError(
-                f"{self._in_flight} alerts already await the broker's acknowledgement"
+                f"{self._in_flight} alerts of other requests await the broker's acknowledgement"
+                f" (limit {self.max_in_flight})"
             )
         self._in_flight += len(alerts)
         try:
@@ -132,6 +134,11 @@ class AlertDelivery:
                 f"{type(first).__name__}: {first}"
             ) from first
         return sum(1 for r in results if r is True)
+
+
+def admits(in_flight: int, batch: int, limit: int) -> bool:
+    """Whether a batch may wait for acks now; a batch above the limit waits for an idle moment."""
+    return in_flight == 0 or in_flight + batch <= limit
 
 
 def _headers(alert: AlertReceived) -> dict[str, str]:

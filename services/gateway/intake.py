@@ -42,14 +42,16 @@ class AlertIntake:
     def normalise(
         self, drafts: Sequence[AlertDraft], *, correlation_id: str | None = None
     ) -> list[AlertReceived]:
-        """The events for drafts, as received now."""
+        """The events for drafts, as received now, without verbatim repeats."""
         ctx = IntakeContext(
             received_at=self.clock.now(),
             catalog=self.catalog,
             correlation_id=correlation_id,
             dedup_window_s=self.dedup_window_s,
         )
-        return [to_alert_received(draft, ctx) for draft in drafts]
+        alerts = (to_alert_received(draft, ctx) for draft in drafts)
+        # A request that repeats an alert verbatim carries one event, not two copies of it.
+        return list({alert.event_id: alert for alert in alerts}.values())
 
     async def accept(
         self, drafts: Sequence[AlertDraft], *, source: str, correlation_id: str | None = None

@@ -271,6 +271,22 @@ class TestDelivery:
         assert headers(record)["correlation-id"] == "req-42"
         assert trace_id in headers(record)["traceparent"]
 
+    async def test_large_batch_is_acknowledged_as_a_whole(
+        self, gateway: httpx.AsyncClient, kafka_bootstrap: str, topic_prefix: str
+    ) -> None:
+        """A 300-alert request answers 202 only with all 300 records in the log."""
+        batch = {"alerts": [
+            {"name": "PodRestarting", "service": ("search", "payments", "other")[i % 3],
+             "labels": {"pod": f"pod-{i}"}}
+            for i in range(300)
+        ]}
+        response = await gateway.post("/alerts/generic", json=batch, headers=AUTH)
+        assert response.status_code == 202, response.text
+        ids = {a["event_id"] for a in response.json()["alerts"]}
+        assert len(ids) == 300
+        records = await read_alerts(kafka_bootstrap, topic_prefix, at_least(300))
+        assert {headers(r)["event-id"] for r in records} == ids
+
     async def test_metrics_count_outcomes_by_source(self, gateway: httpx.AsyncClient) -> None:
         """Accepted alerts and refused requests are counted per source on /metrics."""
         body = am_group(am_alert("payments"), am_alert("search"))
