@@ -481,6 +481,21 @@ def install(
 
     app.include_router(alerts)
     app.include_router(events_v2)
+    _drop_default_422(app, "/v2/enqueue")
+
+
+def _drop_default_422(app: FastAPI, path: str) -> None:
+    """Remove FastAPI's automatic 422 from path's OpenAPI: PagerDutyRoute answers 400 instead."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operation in schema.get("paths", {}).get(path, {}).values():
+                operation.get("responses", {}).pop("422", None)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _note_truncation(metrics: GatewayMetrics, source: str, truncated: int) -> None:
