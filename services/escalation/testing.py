@@ -19,7 +19,7 @@ from services.escalation.policy import EscalationPolicy
 from services.escalation.schedule import OnCallSchedule
 from services.escalation.state import EscalationBook
 from shared.catalog import ServiceCatalog
-from shared.clock import ManualClock
+from shared.clock import Clock, ManualClock
 from shared.domain import Severity
 from shared.events import (
     EscalationTriggered,
@@ -140,7 +140,7 @@ def memory_flow(
 class IncidentScript:
     """The lifecycle events other services would publish about one incident."""
 
-    def __init__(self, incident_id: str, clock: ManualClock) -> None:
+    def __init__(self, incident_id: str, clock: Clock) -> None:
         self.incident_id = incident_id
         self.clock = clock
         self._n = 0
