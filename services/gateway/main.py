@@ -8,6 +8,11 @@ HTTP server starts first and `AlertDelivery.connect` runs as the runtime's
 background task, retrying until the broker answers. Stopping reverses it:
 stop accepting requests (in-flight ones finish), cancel the connector, stop
 the bus.
+
+The gateway does not call `bus.restore` at start-up: that would replay a week
+of high-volume `alert.received`. After a restart, a sender's resend within the
+dedup window is published again under the same event id and consumers
+(triage dedupes on `event_id`) drop the copy.
 """
 
 from __future__ import annotations

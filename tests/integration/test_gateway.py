@@ -363,6 +363,13 @@ class TestRefusals:
         assert not_json.status_code == 422
         assert not_json.json()["errors"][0].startswith("body: invalid JSON")
 
+        bad_header = await gateway.post(
+            "/alerts/generic", json={"name": "A", "service": "search"},
+            headers={**AUTH, "X-Correlation-ID": "x" * 200},
+        )
+        assert bad_header.status_code == 422
+        assert bad_header.json()["errors"][0].startswith("header X-Correlation-ID: ")
+
         pd = await gateway.post("/v2/enqueue", json={
             "routing_key": ROUTING_KEY, "event_action": "trigger",
             "payload": {"summary": "x", "source": "h", "severity": "sev0"},
