@@ -8,6 +8,9 @@ nor from the runbook file. Then:
   not validate -> refused with an `audit.recorded` (outcome "rejected");
 - another run of the same incident awaiting approval, running or holding for
   recovery -> the proposal is recorded (audit, "proposal_skipped") and skipped;
+- a LOW/MEDIUM action that already failed on this incident -> skipped the same
+  way: re-investigations must not loop an automatic remediation that did not
+  work (a HIGH one goes to a human again, who decides);
 - LOW -> `audit.recorded` ("auto_approved") then the run;
 - MEDIUM -> the same, and the runner takes the backup before the action;
 - HIGH -> `approval.requested` with the exact, normalised action, and wait.
@@ -218,6 +221,15 @@ class Executor:
                        f"{busy.action.target}) is {busy.status.value} for this incident",
                 run_id=run_id, proposal=proposal, active_run_id=busy.run_id))
             return
+        failed = self.ledger.failed_before(event.incident_id or "", action)
+        if failed is not None and risk is not RiskTier.HIGH:
+            await self.emit(self._audit(
+                cause=event, decision=Decision.PROPOSAL_SKIPPED, action=what,
+                reason=f"skipped: the same action already failed on this incident (run "
+                       f"{failed.run_id}: {failed.failure}); not retried automatically, a "
+                       f"human decides",
+                run_id=run_id, proposal=proposal, failed_run_id=failed.run_id))
+            return
         if risk is RiskTier.HIGH:
             await self.emit(self._approval_request(
                 cause=event, run_id=run_id, request_id=request_id_for(event.event_id),
@@ -274,6 +286,10 @@ class Executor:
         if run is None or run.request is None:
             raise ApprovalRejected(f"unknown approval request {event.request_id}")
         request = run.request
+        try:
+            risk = risk_of(request.action.runbook)
+        except UnknownRunbook as exc:
+            raise ApprovalRejected(f"runbook no longer in the risk policy: {exc}") from exc
         claims = verify_approval(
             event.token,
             self.public_key.get(),
@@ -281,8 +297,7 @@ class Executor:
             incident_id=request.incident_id or "",
             request_id=request.request_id,
             requested_by=PRODUCER,
-            required_roles=self.approval_policy.roles_allowed(
-                request.service, risk_of(request.action.runbook)),
+            required_roles=self.approval_policy.roles_allowed(request.service, risk),
             now=self.clock.now(),
             used_token_ids=self.ledger.used_tokens,
         )

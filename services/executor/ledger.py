@@ -169,6 +169,11 @@ class Ledger:
             None,
         )
 
+    def failed_before(self, incident_id: str, action: ActionSpec) -> Run | None:
+        """A run of the same action on the same incident that failed, if any."""
+        return next((r for r in self.runs.values() if r.incident_id == incident_id
+                     and r.action == action and r.status is RunStatus.FAILED), None)
+
     def half_finished(self) -> list[Run]:
         """Runs authorized or started but without a terminal event."""
         return [r for r in self.runs.values() if r.status in HALF_FINISHED]

@@ -245,6 +245,25 @@ class TestRiskGate:
         assert "awaiting_approval" in skipped.reason
         assert not h.of(RunbookStarted)
 
+    async def test_risk_smuggled_into_parameters_is_refused(self) -> None:
+        """A proposal cannot carry its own tier: a `risk` parameter is refused, nothing runs."""
+        h = Harness()
+        await h.propose("service_restart", "payments", risk="LOW")
+        [audit] = h.audits("proposal_refused")
+        assert "'risk' was unexpected" in audit.reason
+        assert not h.of(RunbookStarted)
+        assert h.world.mutations() == []
+
+    async def test_failed_automatic_action_is_not_retried_automatically(self) -> None:
+        """A MEDIUM action that failed on an incident is skipped when proposed again."""
+        h = Harness(rates=[0.4])
+        await h.propose("cache_invalidation", "catalog")
+        await h.propose("cache_invalidation", "catalog")
+        [skipped] = h.audits("proposal_skipped")
+        assert "already failed on this incident" in skipped.reason
+        assert len(h.of(RunbookStarted)) == 1
+        assert h.redis.calls.count("delete") == 1
+
     async def test_proposals_for_other_incidents_are_independent(self) -> None:
         """A pending approval on one incident does not block another incident."""
         h = Harness()

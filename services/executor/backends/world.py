@@ -22,6 +22,9 @@ import httpx
 
 from services.executor.backends import ActionBackend, BackendError, require
 
+AUTHOR = "executor"
+"""Author recorded in the world's deploy history for deploys and rollbacks the executor makes."""
+
 
 class WorldBackend(ActionBackend):
     """Restart, roll back, deploy, set log level and read status through the supervisor."""
@@ -66,14 +69,17 @@ class WorldBackend(ActionBackend):
 
     async def _op_rollback(self, service: str, _args: Mapping[str, Any],
                            headers: dict[str, str]) -> dict[str, Any]:
-        body = await self._request("POST", f"{_path(service)}/rollback", headers)
+        body = await self._request("POST", f"{_path(service)}/rollback", headers,
+                                   json={"author": AUTHOR})
         return {"service": service, **_dict(body)}
 
     async def _op_deploy(self, service: str, args: Mapping[str, Any],
                          headers: dict[str, str]) -> dict[str, Any]:
         version = require(args, "version")
+        change = str(args.get("change") or f"redeploy {version} (executor rollback)")
         body = await self._request("POST", f"{_path(service)}/deploy", headers,
-                                   json={"version": version})
+                                   json={"version": version, "author": AUTHOR,
+                                         "change": change})
         return {"service": service, "version": version, **_dict(body)}
 
     async def _op_get_log_level(self, service: str, _args: Mapping[str, Any],
