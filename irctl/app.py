@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from irctl import broker_cmd, demo_cmd, report_cmd, schemas_cmd, up_cmd
+from irctl import approval_cmds, broker_cmd, demo_cmd, report_cmd, schemas_cmd, up_cmd
 
 app = typer.Typer(
     help="Incident-response orchestrator: run and operate the local stack.",
@@ -28,6 +28,7 @@ app.command("schemas")(schemas_cmd.schemas)
 app.command("report")(report_cmd.report)
 app.command("up")(up_cmd.up)
 app.command("demo")(demo_cmd.demo)
+approval_cmds.register(app)
 
 
 def main() -> None:

@@ -8,9 +8,12 @@ Refusals map to HTTP status codes one to one (404 unknown, 403 role or
 self-approval, 409 already decided, 410 expired, 422 invalid) with a `detail`
 that says why; a decision that could not be written to the log is a 503 and
 decided nothing.
-"""
 
-from __future__ import annotations
+This module deliberately has no `from __future__ import annotations`: FastAPI
+reads the route signatures at definition time, and the `User` dependency alias
+is local to `build_api_router` (it closes over the directory), so string
+annotations could not be resolved.
+"""
 
 import logging
 from collections.abc import Awaitable
