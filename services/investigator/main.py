@@ -44,6 +44,7 @@ def _rules(
 ) -> Investigator:
     return RuleBasedInvestigator(collector, clock,
                                  lookback=timedelta(minutes=settings.lookback_minutes),
+                                 min_window=timedelta(seconds=settings.min_lookback_s),
                                  thresholds=config.thresholds)
 
 

@@ -519,11 +519,13 @@ class RuleBasedInvestigator:
         clock: Clock,
         *,
         lookback: timedelta = timedelta(minutes=30),
+        min_window: timedelta = timedelta(0),
         thresholds: Thresholds | None = None,
     ) -> None:
         self._collector = collector
         self._clock = clock
         self._lookback = lookback
+        self._min_window = min_window
         self._thresholds = thresholds or Thresholds()
 
     @property
@@ -535,7 +537,9 @@ class RuleBasedInvestigator:
         """Collect evidence over the scaled look-back window and diagnose."""
         now = self._clock.now()
         anomaly = context.anomaly_start(now)
-        window = self._clock.scaled(self._lookback)
+        # Scaling shortens waits in demos; the window must still reach the change that caused
+        # the anomaly, which happened in real time, hence the floor.
+        window = max(self._clock.scaled(self._lookback), self._min_window)
         query = EvidenceQuery(
             incident_id=context.incident.id,
             services=scope(context.catalog, context.incident.services),

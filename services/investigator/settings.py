@@ -21,6 +21,9 @@ class InvestigatorSettings(BaseSettings):
     lookback_minutes: float = Field(30.0, gt=0,
                                     description="deploy window before the first anomaly "
                                                 "(multiplied by IR_TIME_SCALE)")
+    min_lookback_s: float = Field(
+        120.0, ge=0, description="floor of the scaled window: a fast demo clock must not hide "
+                                 "a deploy made a minute before the alert")
     investigation_timeout_s: float = Field(30.0, gt=0, description="deadline per investigation")
     opened_wait_s: float = Field(
         2.0, ge=0, description="how long a classification waits for its incident.opened")

@@ -228,6 +228,22 @@ class TestBadDeployRule:
             assert finding.cause == expected, minutes
             assert source.queries[0].since == T0 - timedelta(minutes=3)
 
+    async def test_scaled_window_has_a_real_time_floor(self) -> None:
+        """time_scale 0.001 would make the window 1.8 s; the 2 min floor still sees the deploy."""
+        bundle = EvidenceBundle(deploys=(_deploy("payments", "v2.4.1", "v2.4.0", 1),),
+                                metrics=_erroring("payments"))
+
+        class Fixed:
+            name = "fixed"
+
+            async def collect(self, query: EvidenceQuery) -> EvidenceBundle:
+                return bundle
+
+        investigator = RuleBasedInvestigator(
+            EvidenceCollector([Fixed()]), ManualClock(T0, 0.001),
+            min_window=timedelta(minutes=2))
+        assert (await investigator.investigate(_context(["payments"]))).cause == "bad_deploy"
+
     def test_deploy_of_a_healthy_service_is_not_the_answer(self) -> None:
         """A fresh catalog deploy while payments fails and catalog is healthy: payments wins."""
         bundle = EvidenceBundle(

@@ -6,6 +6,8 @@ Each case folder holds what a real demo world answered during a fault (see
 `/logs/{name}` (the ERROR recording when `level` is given, else the sample,
 filtered by since) and each service's metrics URL (first, then second scrape;
 a service without a recording refuses the connection, as a dead process does).
+With a `base_url` the same answers can be served by a real HTTP server, the
+metrics then living at `<base_url>/metrics/<name>`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _ts(value: str) -> datetime:
 class RecordedWorld:
     """Serves one recorded case; counts requests per path."""
 
-    def __init__(self, case: str) -> None:
+    def __init__(self, case: str, base_url: str | None = None) -> None:
         self.folder = CASES / case
         self.meta: dict[str, Any] = json.loads((self.folder / "meta.json").read_text())
         self.services: list[dict[str, Any]] = json.loads(
@@ -43,6 +45,11 @@ class RecordedWorld:
         self._metrics = {
             httpx.URL(s["metrics_url"]).port: s["name"] for s in self.services
         }
+        if base_url is not None:
+            # Served by a real HTTP server: metrics move to <base_url>/metrics/<name>.
+            self._metrics = {}
+            for s in self.services:
+                s["metrics_url"] = f"{base_url}/metrics/{s['name']}"
 
     @property
     def first_anomaly_at(self) -> datetime:
@@ -71,6 +78,8 @@ class RecordedWorld:
         self.requests.append(path)
         if request.url.port in self._metrics:
             return self._scrape(self._metrics[request.url.port], request)
+        if path.startswith("/metrics/"):
+            return self._scrape(path.removeprefix("/metrics/"), request)
         if path == "/services":
             return httpx.Response(200, json=self.services)
         if path == "/status":
