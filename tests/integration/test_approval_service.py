@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from aiokafka import AIOKafkaProducer
+from click.testing import Result
+from typer.testing import CliRunner
 
+from irctl.app import app as cli
 from services.approval.decisions import acknowledgement_event_id, decision_event_id
 from services.approval.main import create_runtime
 from services.approval.settings import ApprovalSettings
@@ -31,7 +36,7 @@ from shared.events import (
     IncidentResolved,
     parse_event,
 )
-from shared.kafka import EventBus
+from shared.kafka import DLQ_HEADER_ERROR, EventBus
 from shared.policy import ApprovalPolicy
 from shared.runtime import ServiceRuntime, start, stop
 from shared.settings import KafkaSettings, ServiceSettings
@@ -257,6 +262,9 @@ async def test_acknowledge_and_manual_resolve_emit_lifecycle_events(world: World
             "resolved"]
         whoami = (await client.get("/api/whoami", headers=CAROL)).json()
         assert whoami == {"name": "carol", "roles": ["payments-oncall"]}
+        schema = (await client.get("/openapi.json")).json()
+        assert "/api/approvals/{request_id}/approve" in schema["paths"]
+        assert "HTTPBearer" in schema["components"]["securitySchemes"]
 
     acks = [e for e in await world.events(Topic.INCIDENT_ACKNOWLEDGED, 1)
             if isinstance(e, IncidentAcknowledged)]
@@ -265,6 +273,67 @@ async def test_acknowledge_and_manual_resolve_emit_lifecycle_events(world: World
                    if isinstance(e, IncidentResolved)]
     assert [(r.resolution, r.verified, r.resolved_by, r.summary) for r in resolutions] == [
         ("manual", False, "alice", "rolled back by hand")]
+
+
+async def test_unbound_request_is_dead_lettered_and_service_goes_on(world: World) -> None:
+    """An approval.requested with no incident goes to the DLQ with the reason; the next
+    valid request is still listed."""
+    bad = approval_requested("req-unbound", incident_id="INC-X").model_dump(mode="json")
+    bad["incident_id"] = None
+    producer = AIOKafkaProducer(bootstrap_servers=world.kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(world.topic(Topic.APPROVAL_REQUESTED),
+                                     json.dumps(bad).encode(), key=b"none")
+    finally:
+        await producer.stop()
+    await world.producer.publish(approval_requested("req-fine", incident_id="INC-500001",
+                                                    now=world.clock.now()))
+    async with httpx.AsyncClient(base_url=world.url) as client:
+        await wait_until_listed(client, "/api/approvals", "request_id", "req-fine")
+        assert (await client.get("/api/approvals/req-unbound", headers=ALICE)).status_code == 404
+    records = await read_topic(world.kafka.bootstrap_servers,
+                               world.topic(Topic.APPROVAL_REQUESTED) + ".dlq", 1, timeout=15)
+    assert len(records) == 1
+    headers = {k: v.decode() for k, v in records[0].headers}
+    assert "no incident_id" in headers[DLQ_HEADER_ERROR]
+
+
+async def test_irctl_commands_drive_the_service(world: World) -> None:
+    """irctl lists, approves (and shows a refusal's reason), acknowledges and resolves."""
+    now = world.clock.now()
+    await world.producer.publish(incident_opened("INC-600001", now=now))
+    await world.producer.publish(approval_requested("req-cli", incident_id="INC-600001", now=now))
+    async with httpx.AsyncClient(base_url=world.url) as client:
+        await wait_until_listed(client, "/api/approvals", "request_id", "req-cli")
+
+    def irctl(*args: str, token: str = "alice-token") -> Result:
+        return CliRunner().invoke(cli, [*args, "--url", world.url, "--token", token],
+                                  env={"COLUMNS": "220"})
+
+    listed = await asyncio.to_thread(irctl, "approvals")
+    assert listed.exit_code == 0, listed.output
+    assert "req-cli" in listed.output
+    assert "service_restart" in listed.output
+    refused = await asyncio.to_thread(irctl, "approve", "req-cli", token="bob-token")
+    assert refused.exit_code == 1
+    assert "403" in refused.output
+    assert "self-approval" in refused.output
+    approved = await asyncio.to_thread(irctl, "approve", "req-cli", "--comment", "ok")
+    assert approved.exit_code == 0, approved.output
+    again = await asyncio.to_thread(irctl, "deny", "req-cli")
+    assert again.exit_code == 1
+    assert "409" in again.output
+    acked = await asyncio.to_thread(irctl, "ack", "INC-600001", token="carol-token")
+    assert acked.exit_code == 0, acked.output
+    incidents = await asyncio.to_thread(irctl, "incidents")
+    assert "INC-600001" in incidents.output
+    assert "acknowledged by carol" in incidents.output
+    resolved = await asyncio.to_thread(irctl, "resolve", "INC-600001", "--summary", "manual fix")
+    assert resolved.exit_code == 0, resolved.output
+    assert "unverified" in resolved.output
+    everything = await asyncio.to_thread(irctl, "incidents", "--all")
+    assert "manual, unverified" in everything.output
 
 
 def _hidden(html: str, name: str) -> str:
