@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from services.escalation.messages import (
@@ -47,6 +47,7 @@ from shared.catalog import ServiceCatalog
 from shared.domain import IncidentPhase, Severity
 
 STAKEHOLDERS = "stakeholders"
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,15 @@ class EscalationPlanner:
         if incident.resolved_at is not None:
             return self._resolution_notices(incident, now)
         return [*self._pages(incident, now), *self._status_posts(incident, now)]
+
+    def settled(self, incident: IncidentEscalation) -> bool:
+        """True when nothing can fall due any more: resolved, announced, every notice sent
+        or given up (a settled incident never needs another tick)."""
+        return (
+            incident.resolved_at is not None
+            and self.status_update(incident, _END_OF_TIME) is None
+            and not self.notifications(incident, _END_OF_TIME)
+        )
 
     def attempt_due(self, incident: IncidentEscalation, key: str, now: datetime) -> int | None:
         """The attempt number to make now for key, or None (delivered, given up, or too soon)."""

@@ -12,6 +12,8 @@ the log says. Consequences:
 - A crash between an external send and its record means the send is repeated
   after the restart (at least once); the repeat carries the same idempotency
   key, for the receiver to drop.
+- Everything that leaves (subject, text, JSON payload) passes the injected
+  redactor first (ARCHITECTURE.md: PII and secrets never leave the product).
 - A notifier failure never escapes: it becomes a `notification.sent` with
   `delivered=false` and the error, retried on a later tick until the attempt
   bound. A failure to *publish* does escape, so the bus retries the message (and
@@ -27,8 +29,8 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import datetime
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -49,14 +51,23 @@ from shared.events import EscalationTriggered, Event, NotificationSent, StatusUp
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Event], Awaitable[object]]
+Redact = Callable[[str], str]
 
 
-class ScaledClock(Clock, Protocol):
-    """A clock that also scales domain thresholds (SystemClock, ManualClock)."""
+def no_redaction(text: str) -> str:
+    """The identity redactor (tests and drills)."""
+    return text
 
-    def scaled(self, threshold: timedelta) -> timedelta:
-        """A domain threshold under this clock's time scale."""
-        ...
+
+def redact_payload(redact: Redact, value: Any) -> Any:
+    """value with redact applied to every string inside it (JSON-like data)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_payload(redact, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_payload(redact, v) for v in value]
+    return value
 
 
 class EscalationMetrics:
@@ -87,6 +98,7 @@ class EscalationFlow:
         clock: Clock,
         service: str = "escalation",
         registry: CollectorRegistry | None = None,
+        redact: Redact = no_redaction,
         max_concurrent_sends: int = 8,
     ) -> None:
         self.book = book
@@ -95,7 +107,9 @@ class EscalationFlow:
         self.clock = clock
         self.service = service
         self._publish = publish
+        self._redact = redact
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._settled: set[str] = set()
         self._sending = asyncio.Semaphore(max_concurrent_sends)
         self.metrics = EscalationMetrics(registry)
 
@@ -114,6 +128,8 @@ class EscalationFlow:
     async def tick(self) -> None:
         """Act on every incident whose deadlines or deliveries may be due."""
         for incident in self.book.active():
+            if incident.incident_id in self._settled:
+                continue
             try:
                 await self.act(incident.incident_id)
             except Exception:  # one incident's trouble must not stop the others' deadlines
@@ -143,6 +159,8 @@ class EscalationFlow:
                 await self._escalate(incident, now)
                 await self._post_status(incident, now)
                 await self._deliver(incident, now)
+                if self.planner.settled(incident):
+                    self._settled.add(incident_id)
 
     async def _record(self, event: Event) -> None:
         await self._publish(event)
@@ -221,8 +239,9 @@ class EscalationFlow:
                 await notifier.send(Outbound(
                     idempotency_key=item.idempotency_key, kind=item.kind,
                     incident_id=incident.incident_id, recipient=item.recipient,
-                    address=item.address, subject=item.message.subject,
-                    text=item.message.text, payload=item.message.payload,
+                    address=item.address, subject=self._redact(item.message.subject),
+                    text=self._redact(item.message.text),
+                    payload=redact_payload(self._redact, item.message.payload),
                 ))
             except Exception as exc:  # every failure is recorded and retried, never raised
                 error = f"{type(exc).__name__}: {exc}"[:500]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from services.escalation.decisions import EscalationPlanner
-from services.escalation.flow import EscalationFlow
+from services.escalation.flow import EscalationFlow, Redact, no_redaction
 from services.escalation.notifiers.base import DeliveryError, Notifier, Outbound
 from services.escalation.policy import EscalationPolicy
 from services.escalation.schedule import OnCallSchedule
@@ -126,6 +126,7 @@ def memory_flow(
     log: MemoryLog,
     ui_url: str = "http://approval.test",
     max_attempts: int = 3,
+    redact: Redact | None = None,
 ) -> EscalationFlow:
     """An EscalationFlow over an in-memory log, with the real planner and policy."""
     channels = {n.channel: n for n in notifiers}
@@ -134,7 +135,7 @@ def memory_flow(
         channels=frozenset(channels), ui_url=ui_url, max_attempts=max_attempts,
     )
     return EscalationFlow(book=EscalationBook(), planner=planner, notifiers=channels,
-                          publish=log.publish, clock=clock)
+                          publish=log.publish, clock=clock, redact=redact or no_redaction)
 
 
 class IncidentScript:
@@ -206,7 +207,8 @@ class Drill:
 
     def __init__(self, *, schedule: OnCallSchedule | None = None,
                  catalog: ServiceCatalog | None = None, start: datetime = DRILL_START,
-                 time_scale: float = 1.0, fail_email: int = 0, max_attempts: int = 3) -> None:
+                 time_scale: float = 1.0, fail_email: int = 0, max_attempts: int = 3,
+                 redact: Redact | None = None) -> None:
         self.start = start
         self.clock = ManualClock(start, time_scale=time_scale)
         self.log = MemoryLog()
@@ -215,6 +217,7 @@ class Drill:
         self.schedule = schedule or drill_schedule()
         self.catalog = catalog or drill_catalog()
         self.max_attempts = max_attempts
+        self.redact = redact
         self._scripts: dict[str, IncidentScript] = {}
         self.flow = self.restart()
 
@@ -223,6 +226,7 @@ class Drill:
         self.flow = memory_flow(
             schedule=self.schedule, catalog=self.catalog, clock=self.clock,
             notifiers=(self.email, self.webhook), log=self.log, max_attempts=self.max_attempts,
+            redact=self.redact,
         )
         for event in sorted(self.log.events, key=lambda e: e.occurred_at):
             self.flow.restore(event)

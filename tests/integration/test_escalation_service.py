@@ -292,8 +292,9 @@ class TestEscalation:
 
     async def test_ack_within_window_prevents_tier_two(self, world: World) -> None:
         """Acknowledged right after the first page: when the second status update arrives
-        (twice the ladder's tier-2 time later), there is still no tier-2 escalation."""
-        async with running(world, time_scale=0.002):
+        (30 min scaled: past both the 10-min window and the 15-min ladder), there is still
+        no tier-2 escalation."""
+        async with running(world, time_scale=0.003):  # window 1.8 s, update every 2.7 s
             await world.publish(world.script.opened(("payments",)),
                                 world.script.classified(Severity.SEV1))
             await until(lambda: world.mails_to("alice@example.com"), "the first page")

@@ -16,6 +16,7 @@ from services.escalation.messages import (
 from services.escalation.notifiers.base import Outbound
 from services.escalation.notifiers.email import EmailNotifier, message_id
 from services.escalation.testing import Drill
+from services.investigator.redaction import PatternRedactor
 from shared.domain import Severity
 from shared.events import EscalationTriggered, NotificationSent
 
@@ -99,6 +100,19 @@ class TestFirstPage:
         assert payload["services"] == ["payments", "checkout"]
         assert payload["link"] == "http://approval.test/#INC-000001"
         assert "acknowledge" in payload["ack_instructions"]
+
+    async def test_what_leaves_is_redacted(self) -> None:
+        """Secrets and personal data in incident facts never reach a channel; the record of
+        the incident (the log) is not rewritten."""
+        drill = Drill(redact=PatternRedactor().redact)
+        script = drill.script()
+        leak = "user bob@customer.example saw password=hunter2"
+        await drill.feed(script.opened(), script.classified(Severity.SEV1, (leak,)))
+        for message in (drill.email.sent[0], drill.webhook.sent[0]):
+            assert "hunter2" not in message.text
+            assert "bob@customer.example" not in message.text
+            assert "[REDACTED:" in message.text
+        assert "hunter2" not in str(drill.webhook.sent[0].payload)
 
     async def test_recurrence_is_named_in_the_page(self) -> None:
         """An incident that repeats a resolved one says so: a human must be told."""

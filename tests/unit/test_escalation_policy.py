@@ -277,3 +277,17 @@ class TestResolution:
         notices = {m.recipient for m in drill.email.sent if m.kind == "resolution"}
         assert notices == {"alice", "dave", "bob"}
         assert len([m for m in drill.email.sent if m.kind == "resolution"]) == 3
+
+    async def test_settled_incident_is_left_alone(self) -> None:
+        """Once resolved and every notice is out, the incident is settled; a failed notice
+        keeps it active until the retry delivers it."""
+        drill = Drill()
+        await open_incident(drill, Severity.SEV1)
+        drill.email.fail_first = drill.email.calls + 1  # the resolution e-mail fails once
+        await drill.feed(drill.script().resolved())
+        incident = drill.flow.book.get("INC-000001")
+        assert incident is not None
+        assert not drill.flow.planner.settled(incident)
+        await drill.at(MIN)
+        assert drill.flow.planner.settled(incident)
+        assert [m.kind for m in drill.email.to("alice")] == ["page", "resolution"]
