@@ -110,6 +110,7 @@ class EscalationFlow:
         self._redact = redact
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._settled: set[str] = set()
+        self._closing = False
         self._sending = asyncio.Semaphore(max_concurrent_sends)
         self.metrics = EscalationMetrics(registry)
 
@@ -142,7 +143,14 @@ class EscalationFlow:
             await self.clock.sleep(interval_s)
 
     async def aclose(self) -> None:
-        """Close the notifiers' connections."""
+        """Stop acting, let acts in flight finish, then close the notifiers' connections."""
+        # The runtime runs stop hooks before it stops the subscribers, so a message can
+        # still arrive: it is folded into the book but not acted on (the log has it, and
+        # the next start acts on it), rather than meeting a closed connection.
+        self._closing = True
+        for lock in list(self._locks.values()):
+            async with lock:
+                pass
         for notifier in self.notifiers.values():
             await notifier.aclose()
 
@@ -152,7 +160,7 @@ class EscalationFlow:
         """Carry out whatever is due for the incident now."""
         async with self._locks[incident_id]:
             incident = self.book.get(incident_id)
-            if incident is None:
+            if incident is None or self._closing:
                 return
             with structlog.contextvars.bound_contextvars(incident_id=incident_id):
                 now = self.clock.now()

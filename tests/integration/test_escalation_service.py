@@ -49,7 +49,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+async def until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
     """Wait for condition, failing with what after timeout seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -318,7 +318,7 @@ class TestEscalation:
             await world.publish(world.script.opened(("payments",)),
                                 world.script.classified(Severity.SEV1))
             await until(lambda: len(world.of(NotificationSent)) >= 2, "tier-1 pages recorded")
-        assert world.escalations() == [(1, "initial")]
+            await until(lambda: world.escalations() == [(1, "initial")], "tier 1 in the log")
 
         async with running(world, time_scale=0.005):
             await until(lambda: world.mails_to("dave@example.com"), "tier-2 page after restart")

@@ -212,3 +212,19 @@ class TestFailedDelivery:
         await drill.at(timedelta(seconds=4))
         tier1 = [n for n in drill.log.of(NotificationSent) if n.channel == "email"]
         assert [n.attempts for n in tier1] == [1, 2]
+
+
+class TestShutdown:
+    """Stopping never loses an event and never sends through a closed connection."""
+
+    async def test_event_after_close_is_kept_and_acted_on_after_restart(self) -> None:
+        """A message arriving while the service stops is folded in, not acted on; the next
+        process pages for it."""
+        drill = Drill()
+        await drill.flow.aclose()
+        await open_incident(drill)
+        assert drill.email.sent == []
+        assert drill.flow.book.get("INC-000001") is not None
+        drill.restart()
+        await drill.flow.tick()
+        assert [m.recipient for m in drill.email.sent] == ["alice"]
