@@ -59,8 +59,13 @@ TriggerKind = Literal[
     "remediation_failed", "data_loss", "security_risk", "manual",
 ]
 
+# Triage words these as "label data_loss forces SEV0 (data loss risk)" and "... (security
+# breach)"; the patterns are narrow so a service merely named "security-gateway" does not page.
 _DATA_LOSS = re.compile(r"data[\s_-]*(loss|lost|corrupt)", re.IGNORECASE)
-_SECURITY = re.compile(r"secur|breach|intrusion|compromis", re.IGNORECASE)
+_SECURITY = re.compile(
+    r"security[\s_-]*(breach|risk|incident)|\bbreach(ed)?\b|intrusion|compromised",
+    re.IGNORECASE,
+)
 
 
 def risk_flags(texts: tuple[str, ...] | list[str]) -> list[TriggerKind]:

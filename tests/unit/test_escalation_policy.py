@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from services.escalation.policy import EscalationPolicy
+from services.escalation.state import risk_flags
 from services.escalation.testing import Drill
 from shared.domain import IncidentPhase, Severity
 from shared.events import EscalationTriggered, StatusUpdated
@@ -291,3 +292,19 @@ class TestResolution:
         await drill.at(MIN)
         assert drill.flow.planner.settled(incident)
         assert [m.kind for m in drill.email.to("alice")] == ["page", "resolution"]
+
+
+class TestRiskFlags:
+    """Which texts count as data loss or security risk."""
+
+    @pytest.mark.parametrize(("text", "flags"), [
+        ("label data_loss forces SEV0 (data loss risk)", ["data_loss"]),
+        ("label security forces SEV0 (security breach)", ["security_risk"]),
+        ("data corruption on replica", ["data_loss"]),
+        ("credentials compromised", ["security_risk"]),
+        ("security-gateway is tier 2", []),
+        ("blast radius: payments, checkout", []),
+    ])
+    def test_flags(self, text: str, flags: list[str]) -> None:
+        """Triage's wording is recognised; a service named after security is not a risk."""
+        assert risk_flags((text,)) == flags
