@@ -23,6 +23,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from shared.kafka import EventBus
 
 
+def _drop_colour(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    event_dict.pop("color_message", None)  # uvicorn's ANSI copy of the message
+    return event_dict
+
+
 def _add_trace_context(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
@@ -43,6 +48,7 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
         _add_trace_context,
         structlog.processors.EventRenamer("message"),
     ]
+    foreign = [*shared_processors, structlog.stdlib.ExtraAdder(), _drop_colour]
     structlog.configure(
         processors=[*shared_processors, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -51,7 +57,7 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared_processors, structlog.stdlib.ExtraAdder()],
+            foreign_pre_chain=foreign,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
@@ -63,8 +69,12 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     structlog.contextvars.bind_contextvars(service=service)
-    for noisy in ("aiokafka", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # faststream installs its own coloured handler at import: route it through ours.
+    for noisy in ("aiokafka", "uvicorn.access", "httpx", "httpcore", "faststream"):
+        logger = logging.getLogger(noisy)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.WARNING)
 
 
 def setup_tracing(
