@@ -107,6 +107,10 @@ def _json_safe(result: Mapping[str, Any]) -> dict[str, Any]:
     return loaded
 
 
+async def _unwired(event: Event) -> None:
+    raise RuntimeError(f"runner has no emit wired ({event.event_type}); the Executor sets it")
+
+
 class RunbookRunner:
     """Runs authorized runs against the action backends and reports every step."""
 
@@ -115,14 +119,14 @@ class RunbookRunner:
         *,
         backends: Mapping[str, ActionBackend],
         clock: ScaledClock,
-        emit: Emit,
+        emit: Emit | None = None,
         verification_overrides: Mapping[str, Any] | None = None,
         recovery_hold: timedelta = timedelta(seconds=60),
         step_timeout_s: float = 120.0,
     ) -> None:
         self.backends = backends
         self.clock = clock
-        self.emit = emit
+        self.emit: Emit = emit or _unwired
         self.overrides = dict(verification_overrides or {})
         self.recovery_hold = recovery_hold
         self.step_timeout_s = step_timeout_s

@@ -74,10 +74,7 @@ def _run_view(r: Run) -> dict[str, Any]:
     }
 
 
-def _http(library: RunbookLibrary, executor: Executor) -> FastAPI:
-    app = FastAPI(title="Executor", description="Runbook runs under the risk policy (read-only).",
-                  docs_url="/docs", redoc_url=None)
-
+def _add_routes(app: FastAPI, library: RunbookLibrary, executor: Executor) -> None:
     @app.get("/runbooks", summary="The runbook library with each runbook's policy tier")
     async def runbooks() -> list[dict[str, Any]]:
         return [{"name": name, "risk": library.get(name).risk.value,
@@ -95,8 +92,6 @@ def _http(library: RunbookLibrary, executor: Executor) -> FastAPI:
         if found is None:
             raise HTTPException(404, f"no run {run_id}")
         return _run_view(found)
-
-    return app
 
 
 def create_runtime(
@@ -125,27 +120,24 @@ def create_runtime(
     known = ([s.name for s in ServiceCatalog.load(catalog_path).services]
              if catalog_path.exists() else None)
 
-    runtime_holder: list[ServiceRuntime] = []
-
-    async def publish(event: Event) -> bool:
-        return await runtime_holder[0].bus.publish(event)
-
+    app = FastAPI(title="Executor", description="Runbook runs under the risk policy (read-only).",
+                  docs_url="/docs", redoc_url=None)
+    runtime = build_runtime(SERVICE, kafka=kafka, settings=settings, http=app)
+    bus = runtime.bus
     runner = RunbookRunner(
-        backends=backends, clock=clock, emit=publish_noop,
+        backends=backends, clock=clock,
         verification_overrides=_verification_overrides(ex),
         recovery_hold=timedelta(seconds=ex.recovery_hold_s),
         step_timeout_s=ex.step_timeout_s,
     )
     executor = Executor(
-        library=library, runner=runner, clock=clock, publish=publish,
+        library=library, runner=runner, clock=clock, publish=bus.publish,
         approval_policy=policy,
         public_key=PublicKeySource(ex.public_key_path(settings), public_key),
         known_services=known, approval_ttl=timedelta(seconds=ex.approval_ttl_s),
     )
-    runtime = build_runtime(SERVICE, kafka=kafka, settings=settings, http=_http(library, executor))
-    runtime_holder.append(runtime)
-    runtime.http.state.executor = executor
-    bus = runtime.bus
+    _add_routes(app, library, executor)
+    app.state.executor = executor
     register(bus, executor)
 
     def apply_own(event: Event) -> None:
@@ -172,11 +164,6 @@ def create_runtime(
     runtime.background.append(expire_approvals)
     runtime.on_stop.append(shutdown)
     return runtime
-
-
-async def publish_noop(event: Event) -> None:
-    """Placeholder emit; the Executor installs its own at construction."""
-    raise RuntimeError(f"runner used before the executor was built ({event.event_type})")
 
 
 def main() -> None:
