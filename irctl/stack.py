@@ -58,8 +58,13 @@ class StackConfig:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     config_dir: Path = ROOT / "demo" / "config"
     traffic_rps: float = 20.0
-    alert_eval_interval_s: float = 1.0
-    alert_repeat_s: float = 30.0
+    # The demo world's physics do not scale with time_scale: a faster demo needs a
+    # shorter error-rate window, and verification measured in real seconds.
+    world_window_s: float = 5.0
+    alert_eval_interval_s: float = 0.5
+    alert_repeat_s: float = 15.0
+    verification_deadline_s: float = 45.0
+    recovery_hold_s: float = 3.0
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -254,6 +259,10 @@ class Stack:
                 "IR_APPROVAL_GENERATE_KEYS": "false",
             },
             "executor": {
+                **self._real_seconds("IR_EXECUTOR_VERIFICATION_DEADLINE_S",
+                                     self.config.verification_deadline_s),
+                **self._real_seconds("IR_EXECUTOR_VERIFICATION_INTERVAL_S", 1.0),
+                **self._real_seconds("IR_EXECUTOR_RECOVERY_HOLD_S", self.config.recovery_hold_s),
                 "IR_EXECUTOR_WORLD_URL": world,
                 "IR_EXECUTOR_REDIS_URL": self.config.redis_url,
                 "IR_EXECUTOR_REDIS_PREFIX": self.config.redis_prefix,
@@ -262,6 +271,12 @@ class Stack:
             "reporter": {"IR_REPORTER_REPORTS_DIR": str(self.reports_dir)},
         }
         return per_service.get(name, {})
+
+    def _real_seconds(self, var: str, seconds: float) -> dict[str, str]:
+        """A setting the service scales by time_scale, chosen so it lasts `seconds` for real."""
+        if self.config.time_scale >= 1.0:
+            return {}
+        return {var: str(seconds / self.config.time_scale)}
 
     def _world_command(self) -> list[str]:
         return [
@@ -273,6 +288,9 @@ class Stack:
             "--alert-webhook", self.url("gateway") + "/alerts/alertmanager",
             "--alert-token", self.config.gateway_token,
             "--traffic-rps", str(self.config.traffic_rps),
+            "--window-seconds", str(self.config.world_window_s),
+            "--eval-interval", str(self.config.alert_eval_interval_s),
+            "--alert-repeat-seconds", str(self.config.alert_repeat_s),
         ]
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:

@@ -59,9 +59,27 @@ class ServiceCatalog(Model):
         seen.discard(name)
         return seen
 
+    def dependencies(self, name: str) -> set[str]:
+        """Every service name depends on, directly or transitively."""
+        seen: set[str] = set()
+        queue = deque([name])
+        while queue:
+            svc = self.get(queue.popleft())
+            for dep in svc.depends_on if svc else ():
+                if dep not in seen:
+                    seen.add(dep)
+                    queue.append(dep)
+        seen.discard(name)
+        return seen
+
     def related(self, a: str, b: str) -> bool:
-        """True when one of a, b depends (transitively) on the other, or they are the same."""
-        return a == b or b in self.dependents(a) or a in self.dependents(b)
+        """True when a and b can fail for one reason: one depends (transitively) on the
+        other, or both depend on a common service (payments failing breaks checkout and
+        reporting, which do not depend on each other)."""
+        if a == b:
+            return True
+        deps_a, deps_b = self.dependencies(a), self.dependencies(b)
+        return b in deps_a or a in deps_b or bool(deps_a & deps_b)
 
     def blast_radius(self, affected: Iterable[str]) -> BlastRadius:
         """Affected services, their dependents, and which of all those face customers."""

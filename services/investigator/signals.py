@@ -21,7 +21,7 @@ cause vs symptoms".
 from __future__ import annotations
 
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -175,16 +175,7 @@ def assess(
 
 def dependencies(catalog: ServiceCatalog, name: str) -> set[str]:
     """Every service name depends on, directly or transitively."""
-    seen: set[str] = set()
-    queue = deque([name])
-    while queue:
-        svc = catalog.get(queue.popleft())
-        for dep in svc.depends_on if svc else ():
-            if dep not in seen:
-                seen.add(dep)
-                queue.append(dep)
-    seen.discard(name)
-    return seen
+    return catalog.dependencies(name)
 
 
 def scope(catalog: ServiceCatalog, services: Iterable[str]) -> tuple[str, ...]:

@@ -19,9 +19,10 @@ Rules, in order:
    (`alert_added`, or `alert_resolved` when the source says it resolved).
 3. A **resolved** alert never opens anything and never joins by relation: it
    ends a condition no open incident was tracking.
-4. An alert of a service **related** in the catalog (one depends transitively
-   on the other) to a service of an open incident, inside the correlation
-   window after that incident's last alert, joins it (`service_added` when the
+4. An alert of a service **related** in the catalog (one depends
+   transitively on the other, or both on a common service) to a service of an
+   open incident, inside the correlation window after that incident's last
+   alert, joins it (`service_added` when the
    service is new). With several candidates, the most recently active wins.
 5. Otherwise a **new incident**: `incident.opened` then `incident.classified`,
    both keyed by the incident id. If the fingerprint belonged to an incident

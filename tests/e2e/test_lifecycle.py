@@ -1,0 +1,218 @@
+"""One alert through the whole lifecycle, on the real broker, every service a process.
+
+The demo world's own alert rules post Alertmanager webhooks to the gateway, exactly
+as Alertmanager does; nothing in these tests publishes to Kafka or calls a service
+except through its public HTTP API, as a human or a monitoring system would.
+Tests run in order on one stack (module scope); each waits for the world to be
+healthy again before it breaks something.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import httpx
+import pytest
+
+from irctl.stack import Stack
+from services.reporter.report import SECTIONS
+from shared.domain import RiskTier, Severity
+from shared.events import (
+    ApprovalGranted,
+    ApprovalRequested,
+    EscalationTriggered,
+    IncidentAcknowledged,
+    IncidentClassified,
+    IncidentOpened,
+    IncidentResolved,
+    InvestigationCompleted,
+    NotificationSent,
+    ReportPublished,
+    RunbookCompleted,
+    RunbookFailed,
+    RunbookRolledBack,
+    RunbookStarted,
+    StatusUpdated,
+)
+from tests.e2e.conftest import EventTail, WebhookReceiver, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ALICE = {"Authorization": "Bearer alice-token"}
+
+
+def world(stack: Stack, method: str, path: str, **kw: object) -> httpx.Response:
+    resp = httpx.request(method, stack.url("world") + path, timeout=15, **kw)  # type: ignore[arg-type]
+    resp.raise_for_status()
+    return resp
+
+
+def wait_world_healthy(stack: Stack) -> None:
+    def healthy() -> bool:
+        status = world(stack, "GET", "/status").json()
+        return all(s["healthy"] for s in status.values())
+    wait_until(healthy, 90, "the demo world to be healthy")
+
+
+def incident_after(tail: EventTail, stack: Stack, since: datetime, timeout: float = 60
+                   ) -> IncidentOpened:
+    return tail.wait(IncidentOpened, where=lambda e: e.occurred_at >= since, timeout=timeout,
+                     stack=stack)
+
+
+def now() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)
+
+
+class TestHighRiskLifecycle:
+    def test_bad_deploy_from_alert_to_report(
+        self, stack: Stack, tail: EventTail, webhooks: WebhookReceiver
+    ) -> None:
+        """Bad deploy on payments: one SEV0 incident with reasons, on-call paged once by e-mail
+        and webhook, tier 2 when nobody acks, a hypothesis naming the deploy, a HIGH-risk
+        rollback that waits for another user's approval, recovery, resolution, and a report
+        with every section and MTTx consistent with the event timestamps."""
+        wait_world_healthy(stack)
+        since = now()
+        world(stack, "POST", "/faults/bad_deploy", json={"service": "payments"})
+
+        opened = incident_after(tail, stack, since)
+        inc = opened.incident_id
+        assert inc is not None
+        # The cascade's alerts arrive in any order (reporting, checkout, storefront all
+        # depend on payments); severity rises to SEV0 once the blast radius is known.
+        classified = tail.wait(IncidentClassified, inc, where=lambda e: e.severity
+                               is Severity.SEV0, timeout=30, stack=stack)
+        assert any("customer-facing" in r for r in classified.reasons), classified.reasons
+
+        # Paged: tier 1, once per person and channel, by e-mail and webhook.
+        tier1 = tail.wait(EscalationTriggered, inc, where=lambda e: e.tier == 1, stack=stack)
+        assert tier1.targets
+        pages = tail.wait(NotificationSent, inc, where=lambda e: e.channel == "email"
+                          and e.tier == 1, stack=stack)
+        assert pages.delivered
+        tail.wait(NotificationSent, inc, where=lambda e: e.channel == "webhook" and e.tier == 1,
+                  stack=stack)
+        assert stack.mail is not None
+        wait_until(lambda: any(inc in (m["Subject"] or "") for m in stack.mail.messages()),
+                   30, "an e-mail page")
+
+        # Nobody acks: tier 2 (SEV0 ack window is 5 min, scaled to 6 s).
+        tier2 = tail.wait(EscalationTriggered, inc, where=lambda e: e.tier == 2, timeout=60,
+                          stack=stack)
+        assert tier2.trigger in {"ack_timeout", "tier_timer"}
+
+        # Investigation names the injected cause and proposes a rollback of payments.
+        finding = tail.wait(InvestigationCompleted, inc, stack=stack)
+        assert finding.cause == "bad_deploy"
+        assert finding.proposed_action is not None
+        assert finding.proposed_action.target == "payments"
+
+        # HIGH risk: the executor asks and waits.
+        request = tail.wait(ApprovalRequested, inc, stack=stack)
+        assert request.risk is RiskTier.HIGH
+        assert request.action.runbook == "rollback_deployment"
+        assert not tail.of(RunbookStarted, inc)
+        # The requester cannot approve its own request.
+        self_approval = httpx.post(
+            f"{stack.url('approval')}/api/approvals/{request.request_id}/approve",
+            headers={"Authorization": "Bearer executor-token"}, json={"comment": "me"},
+            timeout=15)
+        assert self_approval.status_code == 403
+        assert not tail.of(RunbookStarted, inc)
+        resp = httpx.post(
+            f"{stack.url('approval')}/api/approvals/{request.request_id}/approve",
+            headers=ALICE, json={"comment": "roll it back"}, timeout=15)
+        assert resp.status_code == 200, resp.text
+        granted = tail.wait(ApprovalGranted, inc, stack=stack)
+        started = tail.wait(RunbookStarted, inc, stack=stack)
+        assert started.occurred_at >= granted.occurred_at
+        assert started.approved_by == "alice"
+
+        completed = tail.wait(RunbookCompleted, inc, timeout=90, stack=stack)
+        assert completed.action.runbook == "rollback_deployment"
+        resolved = tail.wait(IncidentResolved, inc, timeout=90, stack=stack)
+        assert resolved.verified
+        status = world(stack, "GET", "/status").json()
+        assert status["payments"]["healthy"], status
+        assert not tail.of(RunbookFailed, inc)
+
+        # The report: every section in order, MTTx from the events' own timestamps.
+        report_event = tail.wait(ReportPublished, inc, where=lambda e: e.status == "resolved",
+                                 timeout=30, stack=stack)
+        report = json.loads((stack.reports_dir / f"{inc}.json").read_text())
+        assert report["sections"] == list(SECTIONS)
+        markdown = (stack.reports_dir / f"{inc}.md").read_text()
+        positions = [markdown.index(f"## {s}") for s in SECTIONS]
+        assert positions == sorted(positions)
+        expected_mttr = (resolved.occurred_at - opened.alert_received_at).total_seconds()
+        assert report_event.mttr_seconds == pytest.approx(expected_mttr, abs=0.01)
+        assert report["metrics"]["mtti_seconds"] == pytest.approx(
+            (finding.occurred_at - opened.alert_received_at).total_seconds(), abs=0.01)
+        assert report["root_cause"]["cause"] == "bad_deploy"
+
+        # One incident for the whole cascade, and nobody paged twice on one channel.
+        assert [o.incident_id for o in tail.of(IncidentOpened,
+                                               where=lambda e: e.occurred_at >= since)] == [inc]
+        keys = [n.idempotency_key for n in tail.of(NotificationSent, inc)]
+        assert len(keys) == len(set(keys))
+        webhook_keys = [c["headers"].get("idempotency-key") for c in webhooks.calls
+                        if c["path"].startswith("page/") and inc in json.dumps(c["json"])]
+        assert webhook_keys
+        assert len(webhook_keys) == len(set(webhook_keys))
+
+
+class TestAcknowledgedIncident:
+    def test_no_escalation_after_an_ack(self, stack: Stack, tail: EventTail) -> None:
+        """An incident acknowledged inside its ack window is never escalated to tier 2."""
+        wait_world_healthy(stack)
+        since = now()
+        world(stack, "POST", "/faults/crash", json={"service": "checkout"})
+        opened = incident_after(tail, stack, since)
+        inc = opened.incident_id
+        resp = httpx.post(f"{stack.url('approval')}/api/incidents/{inc}/acknowledge",
+                          headers=ALICE, json={"comment": "on it"}, timeout=15)
+        assert resp.status_code == 200, resp.text
+        ack = tail.wait(IncidentAcknowledged, inc, stack=stack)
+        # Time passes beyond the ack window and the tier-2 timer: status updates keep
+        # coming at the SEV0/SEV1 cadence (15 min scaled to 18 s) while nothing escalates.
+        tail.wait(StatusUpdated, inc, where=lambda e: e.occurred_at > ack.occurred_at,
+                  timeout=60, stack=stack)
+        assert not tail.of(EscalationTriggered, inc, where=lambda e: e.tier >= 2)
+        # Clean up: the crash is remediated after approval, or restart it by hand.
+        request = tail.wait(ApprovalRequested, inc, timeout=30, stack=stack)
+        httpx.post(f"{stack.url('approval')}/api/approvals/{request.request_id}/approve",
+                   headers=ALICE, json={"comment": "restart"}, timeout=15)
+        tail.wait(IncidentResolved, inc, timeout=90, stack=stack)
+
+
+class TestMediumRiskRollback:
+    def test_cache_invalidation_runs_without_approval_and_rolls_back(
+        self, stack: Stack, tail: EventTail
+    ) -> None:
+        """A stuck cache gets a MEDIUM-risk invalidation with no approval; when errors persist
+        (an error spike keeps the service failing) verification fails and the run is rolled
+        back: the backed-up keys are restored, and escalation is told."""
+        wait_world_healthy(stack)
+        since = now()
+        world(stack, "POST", "/faults/stuck_cache", json={"service": "catalog"})
+        world(stack, "POST", "/faults/error_spike",
+              json={"service": "catalog", "duration_seconds": 300, "rate": 0.9})
+        opened = incident_after(tail, stack, since)
+        inc = opened.incident_id
+        started = tail.wait(RunbookStarted, inc, timeout=60, stack=stack)
+        assert started.action.runbook == "cache_invalidation"
+        assert started.risk is RiskTier.MEDIUM
+        assert not tail.of(ApprovalRequested, inc,
+                           where=lambda e: e.action.runbook == "cache_invalidation")
+        rolled = tail.wait(RunbookRolledBack, inc, timeout=120, stack=stack)
+        assert rolled.succeeded
+        failed = tail.wait(RunbookFailed, inc, stack=stack)
+        assert "verif" in failed.reason.lower()
+        tail.wait(EscalationTriggered, inc,
+                  where=lambda e: e.trigger == "remediation_failed", timeout=30, stack=stack)
+        assert not tail.of(IncidentResolved, inc)
+        world(stack, "DELETE", "/faults")
