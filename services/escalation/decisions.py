@@ -40,7 +40,7 @@ from services.escalation.messages import (
     resolution_key,
     stakeholder_key,
 )
-from services.escalation.policy import MAX_TIER, EscalationPolicy
+from services.escalation.policy import MAX_TIER, SETTLING_TRIGGERS, EscalationPolicy
 from services.escalation.schedule import OnCallSchedule
 from services.escalation.state import IncidentEscalation, TriggerKind
 from shared.catalog import ServiceCatalog
@@ -130,6 +130,7 @@ class EscalationPlanner:
             return None
         if incident.tier == 0:
             return self._first_page(incident, now)
+        self._drop_settling(incident)
         if incident.pending:
             trigger = incident.pending[0]
             return self._due(incident, trigger=trigger.trigger, reason=trigger.reason,
@@ -139,6 +140,16 @@ class EscalationPlanner:
             return None
         return self._due(incident, trigger=deadline[1], reason=self._timer_reason(
             incident, deadline[1], now), cause_id=incident.tiers[incident.tier].event_id, now=now)
+
+    def _drop_settling(self, incident: IncidentEscalation) -> None:
+        """Forget severity rises and joining services of the incident's first minutes."""
+        if incident.opened_at is None:
+            return
+        settled = incident.opened_at + self.policy.settle_window()
+        incident.pending = [
+            p for p in incident.pending
+            if not (p.trigger in SETTLING_TRIGGERS and p.at is not None and p.at < settled)
+        ]
 
     def _first_page(self, incident: IncidentEscalation, now: datetime) -> EscalationDue | None:
         assert incident.opened_at is not None

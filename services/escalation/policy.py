@@ -58,6 +58,12 @@ STATUS_CADENCE: dict[Severity, timedelta | None] = {
 
 UNCLASSIFIED_SEVERITY = Severity.SEV1
 CLASSIFICATION_GRACE = timedelta(seconds=60)
+# A cascade's alerts arrive over a minute or two (every dependent of the broken
+# service alerts on its own evaluation cycle). Services joining and severity
+# rising in that time are the initial picture, not a worsening: they do not
+# escalate. After it, DOMAIN.md's immediate triggers apply.
+SETTLE_WINDOW = timedelta(minutes=2)
+SETTLING_TRIGGERS = frozenset({"severity_increase", "new_services"})
 
 
 def unscaled(threshold: timedelta) -> timedelta:
@@ -87,6 +93,10 @@ class EscalationPolicy:
         """Interval between interim status updates, None when the severity has none."""
         cadence = STATUS_CADENCE[self.effective_severity(severity)]
         return self.scaled(cadence) if cadence is not None else None
+
+    def settle_window(self) -> timedelta:
+        """How long after open joining services and rising severity are not escalations."""
+        return self.scaled(SETTLE_WINDOW)
 
     def classification_grace(self) -> timedelta:
         """How long the first page waits for a severity before going out without one."""

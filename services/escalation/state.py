@@ -99,6 +99,7 @@ class PendingTrigger:
     cause_id: str
     trigger: TriggerKind
     reason: str
+    at: datetime | None = None
 
 
 @dataclass
@@ -198,13 +199,14 @@ class IncidentEscalation:
             return IncidentPhase.TRIAGE
         return IncidentPhase.INVESTIGATION if self.acknowledged else IncidentPhase.NOTIFICATION
 
-    def queue(self, cause_id: str, trigger: TriggerKind, reason: str) -> None:
+    def queue(self, cause_id: str, trigger: TriggerKind, reason: str,
+              at: datetime | None = None) -> None:
         """Queue an immediate escalation unless its cause was already escalated."""
         if (cause_id, trigger) in self.consumed_causes:
             return
         if any(p.cause_id == cause_id and p.trigger == trigger for p in self.pending):
             return
-        self.pending.append(PendingTrigger(cause_id, trigger, reason))
+        self.pending.append(PendingTrigger(cause_id, trigger, reason, at))
 
 
 class EscalationBook:
@@ -265,7 +267,7 @@ def _severity(incident: IncidentEscalation, event: Event, severity: Severity) ->
     incident.severity = severity
     if previous is not None and severity.is_worse_than(previous) and incident.tier >= 1:
         incident.queue(event.event_id, "severity_increase",
-                       f"severity increased from {previous} to {severity}")
+                       f"severity increased from {previous} to {severity}", event.occurred_at)
 
 
 def _opened(incident: IncidentEscalation, event: Event) -> None:
@@ -295,7 +297,7 @@ def _updated(incident: IncidentEscalation, event: Event) -> None:
         new = _merge_services(incident, event.new_services or event.services)
         if new and incident.tier >= 1:
             incident.queue(event.event_id, "new_services",
-                           f"newly involved services: {', '.join(new)}")
+                           f"newly involved services: {', '.join(new)}", event.occurred_at)
     else:
         _merge_services(incident, event.services)
     if event.change == "severity_changed" and event.severity is not None:

@@ -152,11 +152,25 @@ class TestFirstPage:
 class TestImmediateTriggers:
     """Causes that escalate to the next tier at once, without waiting for a deadline."""
 
+    async def test_cascade_settling_does_not_escalate(self) -> None:
+        """Services joining and severity rising in the first two minutes are the cascade
+        arriving, not a worsening: the first page stands, nothing escalates."""
+        drill = Drill()
+        await open_incident(drill, Severity.SEV3)
+        script = drill.script()
+        await drill.run_until(timedelta(seconds=30))
+        await drill.feed(script.updated("service_added", new_services=("payments",)),
+                         script.classified(Severity.SEV0, previous_severity=Severity.SEV3),
+                         script.updated("severity_changed", severity=Severity.SEV0))
+        await drill.run_until(timedelta(seconds=100))
+        assert drill.escalations() == [(1, "initial")]
+
     async def test_severity_increase(self) -> None:
         """A reclassification to a worse severity escalates once; a repeat of it does nothing."""
         drill = Drill()
         await open_incident(drill, Severity.SEV2)
         script = drill.script()
+        await drill.run_until(3 * MIN)
         await drill.feed(script.classified(Severity.SEV2))
         assert drill.escalations() == [(1, "initial")]
         await drill.feed(script.classified(Severity.SEV0, previous_severity=Severity.SEV2))
@@ -181,6 +195,7 @@ class TestImmediateTriggers:
         drill = Drill()
         await open_incident(drill, Severity.SEV2)
         script = drill.script()
+        await drill.run_until(3 * MIN)
         await drill.feed(script.updated("service_added", new_services=("payments",)))
         assert len(drill.escalations()) == 1
         await drill.feed(script.updated("service_added", new_services=("storefront",)))
