@@ -328,6 +328,10 @@ def _resolved(incident: IncidentEscalation, event: Event) -> None:
 
 def _remediation_failed(incident: IncidentEscalation, event: Event) -> None:
     assert isinstance(event, RunbookFailed | RunbookRolledBack)
+    if isinstance(event, RunbookFailed) and event.step == "approval":
+        # An approval request that expired unanswered: nothing ran, so no remediation
+        # failed. Nobody answering is the ack timers' business, not an escalation cause.
+        return
     if event.run_id in incident.failed_runs:
         return
     incident.failed_runs.add(event.run_id)

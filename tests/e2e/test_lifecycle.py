@@ -10,7 +10,7 @@ healthy again before it breaks something.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -176,17 +176,28 @@ class TestAcknowledgedIncident:
         resp = httpx.post(f"{stack.url('approval')}/api/incidents/{inc}/acknowledge",
                           headers=ALICE, json={"comment": "on it"}, timeout=15)
         assert resp.status_code == 200, resp.text
-        ack = tail.wait(IncidentAcknowledged, inc, stack=stack)
-        # Time passes beyond the ack window and the tier-2 timer: status updates keep
-        # coming at the SEV0/SEV1 cadence (15 min scaled to 18 s) while nothing escalates.
-        tail.wait(StatusUpdated, inc, where=lambda e: e.occurred_at > ack.occurred_at,
+        tail.wait(IncidentAcknowledged, inc, stack=stack)
+        # The human takes over: the proposed restart is denied, so the incident stays open.
+        request = tail.wait(ApprovalRequested, inc, timeout=30, stack=stack)
+        denied = httpx.post(
+            f"{stack.url('approval')}/api/approvals/{request.request_id}/deny",
+            headers=ALICE, json={"comment": "I will restart it myself"}, timeout=15)
+        assert denied.status_code == 200, denied.text
+        # Time passes beyond the ack window (6 s) and the tier-2 timer (15 min -> 18 s):
+        # status updates keep coming at the SEV0/SEV1 cadence while nothing escalates.
+        past_tier2 = opened.occurred_at + timedelta(seconds=20)
+        tail.wait(StatusUpdated, inc, where=lambda e: e.occurred_at > past_tier2,
                   timeout=60, stack=stack)
         assert not tail.of(EscalationTriggered, inc, where=lambda e: e.tier >= 2)
-        # Clean up: the crash is remediated after approval, or restart it by hand.
-        request = tail.wait(ApprovalRequested, inc, timeout=30, stack=stack)
-        httpx.post(f"{stack.url('approval')}/api/approvals/{request.request_id}/approve",
-                   headers=ALICE, json={"comment": "restart"}, timeout=15)
-        tail.wait(IncidentResolved, inc, timeout=90, stack=stack)
+        assert not tail.of(RunbookStarted, inc)
+        # The human fixes it and resolves by hand.
+        world(stack, "POST", "/services/checkout/restart")
+        resolved = httpx.post(f"{stack.url('approval')}/api/incidents/{inc}/resolve",
+                              headers=ALICE, json={"summary": "restarted checkout by hand"},
+                              timeout=15)
+        assert resolved.status_code == 200, resolved.text
+        manual = tail.wait(IncidentResolved, inc, stack=stack)
+        assert manual.resolution == "manual"
 
 
 class TestMediumRiskRollback:

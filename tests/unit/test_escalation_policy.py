@@ -204,6 +204,16 @@ class TestImmediateTriggers:
         await drill.feed(script.runbook_failed("run-9"))
         assert drill.log.of(EscalationTriggered)[-1].targets == ("erin", "grace")
 
+    async def test_expired_approval_is_not_a_failed_remediation(self) -> None:
+        """An approval request that expired unanswered ran nothing: it does not escalate."""
+        drill = Drill()
+        await open_incident(drill, Severity.SEV2)
+        script = drill.script()
+        await drill.run_until(3 * MIN)
+        expired = script.runbook_failed("run-1").model_copy(update={"step": "approval"})
+        await drill.feed(expired)
+        assert drill.escalations() == [(1, "initial")]
+
     async def test_remediation_failure_escalates_once_per_run(self) -> None:
         """runbook.failed and runbook.rolled_back of one run escalate once; another run again."""
         drill = Drill()
