@@ -227,3 +227,48 @@ class TestMediumRiskRollback:
                   where=lambda e: e.trigger == "remediation_failed", timeout=30, stack=stack)
         assert not tail.of(IncidentResolved, inc)
         world(stack, "DELETE", "/faults")
+
+
+class TestRestarts:
+    def test_sigkill_of_triage_escalation_and_executor_mid_incident(
+        self, stack: Stack, tail: EventTail, webhooks: WebhookReceiver
+    ) -> None:
+        """Triage, escalation and executor are SIGKILLed and restarted mid-incident: still one
+        incident, nobody paged twice, one approval request, the action runs exactly once."""
+        wait_world_healthy(stack)
+        since = now()
+        world(stack, "POST", "/faults/bad_deploy", json={"service": "payments"})
+        opened = incident_after(tail, stack, since)
+        inc = opened.incident_id
+
+        stack.kill("triage")
+        stack.start_service("triage")
+        tail.wait(NotificationSent, inc, where=lambda e: e.tier == 1, stack=stack)
+        stack.kill("escalation")
+        stack.start_service("escalation")
+        request = tail.wait(ApprovalRequested, inc, timeout=60, stack=stack)
+        stack.kill("executor")
+        stack.start_service("executor")
+        for name in ("triage", "escalation", "executor"):
+            stack.wait_healthy(name)
+
+        # Alerts keep arriving while triage was down and after: they join the incident.
+        resp = httpx.post(
+            f"{stack.url('approval')}/api/approvals/{request.request_id}/approve",
+            headers=ALICE, json={"comment": "after the restarts"}, timeout=15)
+        assert resp.status_code == 200, resp.text
+        tail.wait(IncidentResolved, inc, timeout=120, stack=stack)
+        # Tier 2 (no ack) still fires after escalation's restart, exactly once.
+        tail.wait(EscalationTriggered, inc, where=lambda e: e.tier == 2, timeout=60, stack=stack)
+
+        opened_since = tail.of(IncidentOpened, where=lambda e: e.occurred_at >= since)
+        assert [o.incident_id for o in opened_since] == [inc]
+        assert len(tail.of(RunbookStarted, inc)) == 1
+        assert len(tail.of(ApprovalRequested, inc)) == 1
+        tiers = [e.tier for e in tail.of(EscalationTriggered, inc)]
+        assert len(tiers) == len(set(tiers))
+        sent = [n.idempotency_key for n in tail.of(NotificationSent, inc) if n.delivered]
+        assert len(sent) == len(set(sent))
+        mails = [m["Message-ID"] for m in stack.mail.messages() if inc in (m["Subject"] or "")]
+        assert mails
+        assert len(mails) == len(set(mails))
