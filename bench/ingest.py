@@ -102,6 +102,7 @@ async def measure(
         "accepted_alerts_per_s": result["accepted_per_s"],
         "alerts_accepted": result["alerts_accepted"],
         "requests_ok": result["requests_ok"],
+        "requests_finished_after_window": result["finished_after_window"],
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "request_latency_ms": result["latency_ms"],

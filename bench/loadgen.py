@@ -82,6 +82,7 @@ class LoadResult:
     latency_ms: dict[str, float | int | None] = field(default_factory=dict)
     slip_ms: dict[str, float | int | None] = field(default_factory=dict)
     not_sent: int = 0
+    finished_after_window: int = 0
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
     started_at: float = 0.0
@@ -135,11 +136,17 @@ class Sender:
 
 
 async def run_closed(job: LoadJob) -> LoadResult:
-    """Saturate the receiver with `concurrency` senders for warm-up + duration."""
+    """Saturate the receiver with `concurrency` senders for warm-up + duration.
+
+    Throughput counts the alerts of requests that *completed* (202) inside the
+    measured window, whenever they started; errors count every failed request
+    that started after the warm-up, even if it failed after the window closed
+    (a 503 after the gateway's publish timeout is still a refusal).
+    """
     result = LoadResult(target=job.target, mode="closed")
     services = job.services or ["bench-service"]
     seq = 0
-    latencies: list[float] = []
+    outcomes: list[tuple[float, float, str, int]] = []
     limits = httpx.Limits(max_connections=job.concurrency,
                           max_keepalive_connections=job.concurrency)
     start = time.monotonic()
@@ -157,23 +164,28 @@ async def run_closed(job: LoadJob) -> LoadResult:
                 began = time.monotonic()
                 try:
                     await sender.post(alerts, want_ids=False)
-                    ok, kind = True, ""
+                    kind = ""
                 except RefusedError as exc:
-                    ok, kind = False, exc.kind
-                ended = time.monotonic()
-                if began < window_start or ended > window_end:
-                    continue
-                result.alerts_sent += len(alerts)
-                if ok:
-                    result.requests_ok += 1
-                    result.alerts_accepted += len(alerts)
-                    latencies.append((ended - began) * 1000)
-                else:
-                    result.request_errors[kind] = result.request_errors.get(kind, 0) + 1
+                    kind = exc.kind
+                outcomes.append((began, time.monotonic(), kind, len(alerts)))
 
         result.started_at = time.time()
         await asyncio.gather(*(worker() for _ in range(job.concurrency)))
         result.finished_at = time.time()
+    latencies: list[float] = []
+    for began, ended, kind, count in outcomes:
+        in_window = window_start <= ended <= window_end
+        if kind:
+            if began >= window_start or in_window:
+                result.request_errors[kind] = result.request_errors.get(kind, 0) + 1
+            continue
+        if in_window:
+            result.requests_ok += 1
+            result.alerts_accepted += count
+            latencies.append((ended - began) * 1000)
+        if began >= window_start or in_window:
+            result.alerts_sent += count
+    result.finished_after_window = sum(1 for _, ended, _, _ in outcomes if ended > window_end)
     result.window_s = job.duration_s
     result.accepted_per_s = round(result.alerts_accepted / job.duration_s, 1)
     result.latency_ms = summarize_ms(latencies)
