@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration e2e bench clean schemas
+.PHONY: run test lint typecheck unit integration e2e bench clean schemas browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The approval page is tested in a real browser: Debian's chromium, driven by
+# playwright (which must not download its own). Best effort: installed when we
+# are root with apt-get; without it that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the browser test of the approval page will be skipped"; }
+
 ## run: install, then start broker + every service + demo world + approval page
 run: $(STAMP)
 	$(BIN)/irctl up
 
 ## test: install, then lint, type-check and run every test
-test: $(STAMP) lint typecheck
+test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -416,15 +416,22 @@ async def test_browser_signs_in_and_clicks_approve(world: World) -> None:
     async with httpx.AsyncClient(base_url=world.url) as client:
         await wait_until_listed(client, "/api/approvals", "request_id", "req-ui")
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium")
+        browser = await pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            # This machine has no network: keep Chromium from dialling out at start.
+            args=["--disable-gpu", "--disable-background-networking", "--no-first-run",
+                  "--disable-component-update", "--disable-sync", "--disable-quic"])
         try:
             page = await browser.new_page()
             await page.goto(world.url + "/")
             await page.fill("#token", "alice-token")
-            await page.click("text=Sign in")
+            # "text=Sign in" would match the intro paragraph first: click the button.
+            await page.click("button:has-text('Sign in')")
             await page.fill("#req-req-ui textarea[name=comment]", "clicked in a browser")
             await page.click("#req-req-ui button.approve")
             await page.wait_for_selector("text=Approved req-ui")
+            if shot := os.environ.get("IR_TEST_SCREENSHOT"):
+                await page.screenshot(path=shot, full_page=True)
         finally:
             with contextlib.suppress(Exception):
                 await browser.close()
