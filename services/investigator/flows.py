@@ -18,9 +18,9 @@ import logging
 
 from services.investigator.investigation import Finding, InvestigationContext, Investigator
 from services.investigator.proposals import InvalidProposal, validate_proposal
-from services.investigator.redaction import Redactor, redact_value
 from shared.catalog import ServiceCatalog
 from shared.events import Evidence
+from shared.redaction import Redactor, redact_value
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ from services.investigator.investigation import (
     Investigator,
     completed_event,
 )
-from services.investigator.redaction import Redactor
 from services.investigator.settings import InvestigatorSettings
 from shared.catalog import ServiceCatalog
 from shared.clock import Clock
 from shared.events import Event, InvestigationCompleted
 from shared.kafka import EventBus
+from shared.redaction import Redactor
 from shared.topics import Topic
 
 log = logging.getLogger(__name__)

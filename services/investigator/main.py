@@ -18,12 +18,12 @@ from services.investigator.casebook import CaseBook
 from services.investigator.evidence import EvidenceCollector
 from services.investigator.handlers import InvestigationDesk, routes, subscribe
 from services.investigator.investigation import Investigator
-from services.investigator.redaction import PatternRedactor
 from services.investigator.rules import RuleBasedInvestigator
 from services.investigator.settings import InvestigatorSettings
 from services.investigator.sources.config import EvidenceConfig, build_sources
 from shared.catalog import ServiceCatalog
 from shared.clock import Clock, SystemClock
+from shared.redaction import PatternRedactor
 from shared.runtime import ServiceRuntime, build_runtime, run
 from shared.settings import KafkaSettings, ServiceSettings
 

@@ -16,9 +16,9 @@ from services.escalation.messages import (
 from services.escalation.notifiers.base import Outbound
 from services.escalation.notifiers.email import EmailNotifier, message_id
 from services.escalation.testing import Drill
-from services.investigator.redaction import PatternRedactor
 from shared.domain import Severity
 from shared.events import EscalationTriggered, NotificationSent
+from shared.redaction import PatternRedactor
 
 pytestmark = pytest.mark.unit
 

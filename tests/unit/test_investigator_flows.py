@@ -17,12 +17,12 @@ from services.investigator.investigation import (
     investigation_event_id,
 )
 from services.investigator.main import InvestigatorUnavailable, build_investigator
-from services.investigator.redaction import PatternRedactor
 from services.investigator.settings import InvestigatorSettings
 from services.investigator.sources.config import EvidenceConfig
 from shared.catalog import ServiceCatalog
 from shared.clock import ManualClock
 from shared.events import ActionSpec, Evidence
+from shared.redaction import PatternRedactor
 
 pytestmark = pytest.mark.unit
 

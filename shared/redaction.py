@@ -1,14 +1,14 @@
-"""Secret and PII redaction of evidence before it leaves the investigator.
+"""Secret and PII redaction of everything that leaves the product.
 
-Evidence quotes logs, deploy notes and alert labels verbatim, and those carry
-whatever a developer printed: bearer tokens, passwords in connection strings,
-customers' e-mail addresses, card numbers. Everything the investigator emits
-passes a `Redactor` first (ARCHITECTURE.md: "everything that leaves the
-product passes PII and secret redaction").
+Evidence, pages and reports quote logs, deploy notes and alert labels
+verbatim, and those carry whatever a developer printed: bearer tokens,
+passwords in connection strings, customers' e-mail addresses, card numbers.
+The investigator's evidence and the escalation's pages pass a `Redactor`
+first (ARCHITECTURE.md: "everything that leaves the product passes PII and
+secret redaction").
 
 The interface is one method, `redact(text) -> text`, plus `redact_value` that
-walks JSON-like data, so a library-based redactor (a later issue) drops in and
-this module can move to `shared/` unchanged. `PatternRedactor` is the simple
+walks JSON-like data, so a library-based redactor (a later issue) drops in. `PatternRedactor` is the simple
 pattern set that ships now. Its rules are ordered: key/value secrets first (so a
 password that happens to look like an e-mail is caught as a password), then
 free-standing tokens, e-mails and card numbers. A digit run is only taken for a

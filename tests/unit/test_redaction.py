@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.investigator.redaction import PatternRedactor, marker, redact_value
+from shared.redaction import PatternRedactor, marker, redact_value
 
 pytestmark = pytest.mark.unit
 
