@@ -7,6 +7,9 @@ atomically (temp file + rename) so a reader never sees half a report. The
 `report.published` event id derives from the incident and the last folded
 event, so replaying the same events republishes nothing.
 
+Reports leave the product (they are shared with stakeholders), so the whole
+document passes secret and PII redaction before it is rendered.
+
 On resolution the incident is appended to the knowledge base
 (`<reports_dir>/knowledge-base.jsonl`, seed 002) once.
 """
@@ -26,6 +29,7 @@ from services.reporter.timeline import IncidentRecord
 from shared.catalog import ServiceCatalog
 from shared.clock import Clock
 from shared.events import Event, IncidentResolved, ReportPublished, derive_event_id
+from shared.redaction import PatternRedactor, Redactor, redact_value
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ class ReportDesk:
         debounce_s: float = 1.0,
         formats: tuple[str, ...] = ("markdown", "json", "html"),
         producer: str = "reporter",
+        redactor: Redactor | None = None,
     ) -> None:
         self.reports_dir = reports_dir
         self.catalog = catalog
@@ -60,6 +65,7 @@ class ReportDesk:
         self.debounce_s = debounce_s
         self.formats = formats
         self.producer = producer
+        self.redactor: Redactor = redactor or PatternRedactor()
         self.records: dict[str, IncidentRecord] = {}
         self.revisions: dict[str, int] = {}
         self.published_for: dict[str, str] = {}
@@ -110,7 +116,7 @@ class ReportDesk:
         last = record.ordered()[-1].event_id
         if self.published_for.get(incident_id) == last:
             return None
-        report = build_report(record, self.catalog, self.clock.now())
+        report = redact_value(self.redactor, build_report(record, self.catalog, self.clock.now()))
         paths: dict[str, str] = {}
         for fmt in self.formats:
             path = self.reports_dir / f"{incident_id}{SUFFIX[fmt]}"

@@ -87,6 +87,27 @@ class TestReport:
         assert any("v2.4.1" in i["item"] for i in report["remediation_items"])
         assert all(i["owner"] and i["due"] for i in report["remediation_items"])
 
+    async def test_reports_are_redacted(self, tmp_path: Path) -> None:
+        """A secret or a customer's e-mail in alert text never reaches the report files."""
+        from services.reporter.publisher import ReportDesk
+        from shared.clock import ManualClock
+
+        published: list[object] = []
+
+        async def publish(event: object) -> None:
+            published.append(event)
+
+        desk = ReportDesk(reports_dir=tmp_path, catalog=CATALOG, clock=ManualClock(T0),
+                          publish=publish)
+        desk.fold(sample_event(IncidentOpened, alert_received_at=T0,
+                               title="login fails for jane.doe@example.com password=hunter2"))
+        await desk.write("INC-ABC123")
+        for suffix in (".md", ".json", ".html"):
+            text = (tmp_path / f"INC-ABC123{suffix}").read_text()
+            assert "jane.doe@example.com" not in text
+            assert "hunter2" not in text
+        assert published
+
     def test_html_is_escaped(self) -> None:
         """Alert text cannot inject markup into the HTML report."""
         record = IncidentRecord("INC-ABC123")
