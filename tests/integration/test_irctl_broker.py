@@ -118,3 +118,82 @@ async def test_irctl_broker_memory_serves_then_stops_cleanly(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _start_cli(tmp_path: Path, port: int, state: Path) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "irctl.app", "broker", "--port", str(port),
+         "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+    return proc, lines
+
+
+async def test_irctl_broker_keeps_events_and_offsets_across_kill_9(tmp_path: Path) -> None:
+    """`irctl broker` (persistent) fed 1,000 events, kill -9'd with its broker and storage
+    processes, and started again serves all 1,000 events and the committed offset."""
+    port, state = free_port(), tmp_path / "state"
+    proc, lines = _start_cli(tmp_path, port, state)
+    topic, group = "incident.opened", "kill9-group"
+    try:
+        bootstrap = await _wait_line(lines, READY, timeout=60)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            sent = [producer.send(topic, f"event-{i}".encode(), key=f"INC-{i % 7}".encode(),
+                                  headers=[("n", str(i).encode())]) for i in range(1000)]
+            metas = [await s for s in await asyncio.gather(*sent)]
+        finally:
+            await producer.stop()
+        tp = TopicPartition(topic, metas[0].partition)
+        committed = sum(1 for m in metas if m.partition == tp.partition) // 2
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            await consumer.commit({tp: committed})
+        finally:
+            await consumer.stop()
+        victims = [proc.pid, *_children(proc.pid)]
+        assert {_comm(c) for c in victims[1:]} == {"tansu", "weed"}
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    proc, lines = _start_cli(tmp_path, port, state)
+    try:
+        bootstrap = await _wait_line(lines, READY, timeout=60)
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        seen: dict[bytes, bytes] = {}
+        try:
+            deadline = time.monotonic() + 60
+            while len(seen) < 1000 and time.monotonic() < deadline:
+                for recs in (await consumer.getmany(timeout_ms=500)).values():
+                    for rec in recs:
+                        seen[rec.value] = dict(rec.headers)["n"]
+        finally:
+            await consumer.stop()
+        assert len(seen) == 1000
+        assert seen[b"event-999"] == b"999"
+        group_consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                          enable_auto_commit=False)
+        await group_consumer.start()
+        try:
+            assert await group_consumer.committed(tp) == committed
+        finally:
+            await group_consumer.stop()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
