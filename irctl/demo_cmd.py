@@ -48,6 +48,27 @@ from shared.topics import Topic
 console = Console()
 
 
+class Narrator:
+    """Turns events into story lines, leaving out repeats (re-sent alerts, report revisions)."""
+
+    def __init__(self, started: datetime) -> None:
+        self.started = started
+        self.alerts: set[tuple[str, str]] = set()
+
+    def line(self, event: Event) -> str | None:
+        """The line for an event, or None when it adds nothing to the story."""
+        if isinstance(event, AlertReceived):
+            key = (event.fingerprint, event.status)
+            if key in self.alerts:
+                return None
+            self.alerts.add(key)
+        if isinstance(event, IncidentUpdated) and event.change in ("alert_added", "alert_resolved"):
+            return None
+        if isinstance(event, ReportPublished) and event.status != "resolved":
+            return None
+        return narrate(event, self.started)
+
+
 def narrate(event: Event, started: datetime) -> str | None:  # noqa: PLR0911, PLR0912
     """One line of narration for an event, or None to stay quiet."""
     t = f"[dim]+{(event.occurred_at - started).total_seconds():6.1f}s[/dim]"
@@ -115,6 +136,7 @@ async def _follow(  # noqa: PLR0912 - a plain event loop reads best unsplit
                                 group_id=None)
     await consumer.start()
     incidents: set[str] = set()
+    narrator = Narrator(started)
     deadline = time.monotonic() + timeout_s
     resolved = False
     try:
@@ -134,7 +156,7 @@ async def _follow(  # noqa: PLR0912 - a plain event loop reads best unsplit
                     incidents.add(event.incident_id)
                 if event.incident_id and incidents and event.incident_id not in incidents:
                     continue
-                line = narrate(event, started)
+                line = narrator.line(event)
                 if line:
                     console.print(line)
                 if isinstance(event, ApprovalRequested) and approve_as:
@@ -150,11 +172,18 @@ async def _follow(  # noqa: PLR0912 - a plain event loop reads best unsplit
 
 
 async def _approve(url: str, token: str, request_id: str) -> None:
+    # The approval service learns of the request from Kafka a moment after we do:
+    # a 404 right away means "not yet", so retry briefly.
     async with httpx.AsyncClient(timeout=10) as client:
-        resp = await client.post(f"{url}/api/approvals/{request_id}/approve",
-                                 headers={"Authorization": f"Bearer {token}"},
-                                 json={"comment": "approved from irctl demo"})
-    console.print(f"[dim]   (approve as token owner: HTTP {resp.status_code})[/dim]")
+        for _ in range(50):
+            resp = await client.post(f"{url}/api/approvals/{request_id}/approve",
+                                     headers={"Authorization": f"Bearer {token}"},
+                                     json={"comment": "approved from irctl demo"})
+            if resp.status_code != 404:
+                break
+            await asyncio.sleep(0.2)
+    outcome = "approved" if resp.is_success else f"refused: {resp.text[:200]}"
+    console.print(f"[dim]   (--approve-with-token: HTTP {resp.status_code}, {outcome})[/dim]")
 
 
 def demo(

@@ -65,6 +65,7 @@ class StackConfig:
     alert_repeat_s: float = 15.0
     verification_deadline_s: float = 45.0
     recovery_hold_s: float = 3.0
+    approval_ttl_s: float = 600.0  # a human needs real minutes to read and decide
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -254,6 +255,7 @@ class Stack:
             },
             "investigator": {"IR_INVESTIGATOR_WORLD_URL": world},
             "approval": {
+                **self._real_seconds("IR_APPROVAL_APPROVAL_TTL_S", self.config.approval_ttl_s),
                 "IR_APPROVAL_PRIVATE_KEY": str(keys / "approval.pem"),
                 "IR_APPROVAL_PUBLIC_KEY": str(keys / "approval.pub"),
                 "IR_APPROVAL_GENERATE_KEYS": "false",
@@ -263,6 +265,7 @@ class Stack:
                                      self.config.verification_deadline_s),
                 **self._real_seconds("IR_EXECUTOR_VERIFICATION_INTERVAL_S", 1.0),
                 **self._real_seconds("IR_EXECUTOR_RECOVERY_HOLD_S", self.config.recovery_hold_s),
+                **self._real_seconds("IR_EXECUTOR_APPROVAL_TTL_S", self.config.approval_ttl_s),
                 "IR_EXECUTOR_WORLD_URL": world,
                 "IR_EXECUTOR_REDIS_URL": self.config.redis_url,
                 "IR_EXECUTOR_REDIS_PREFIX": self.config.redis_prefix,

@@ -67,8 +67,9 @@ class IncidentRecord:
         return True
 
     def ordered(self) -> list[Event]:
-        """Events by occurred_at (stable on arrival order)."""
-        return sorted(self.events.values(), key=lambda e: e.occurred_at)
+        """Events by occurred_at; the opening event first on a tie, else arrival order."""
+        return sorted(self.events.values(),
+                      key=lambda e: (e.occurred_at, not isinstance(e, IncidentOpened)))
 
     def first(self, kind: type[E]) -> E | None:
         """The earliest event of a type."""
