@@ -11,9 +11,9 @@ The interface is one method, `redact(text) -> text`, plus `redact_value` that
 walks JSON-like data, so a library-based redactor (a later issue) drops in.
 `PatternRedactor` is the simple pattern set that ships now. Its rules are
 ordered: key/value secrets first (so a password that happens to look like an
-e-mail is caught as a password), then free-standing tokens, e-mails and card numbers. A digit run is only taken for a
-card number when it passes the Luhn check, so request ids, timestamps and
-versions stay readable.
+e-mail is caught as a password), then free-standing tokens, e-mails and card
+numbers. A digit run is only taken for a card number when it passes the Luhn
+check, so request ids, timestamps and versions stay readable.
 """
 
 from __future__ import annotations
