@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from shared.domain import Severity
+from shared.domain import SLA, Severity
 
 MAX_TIER = 4
 
@@ -39,13 +39,8 @@ TIER_LADDER: dict[int, timedelta] = {
     4: timedelta(minutes=60),
 }
 
-ACK_WINDOW: dict[Severity, timedelta] = {
-    Severity.SEV0: timedelta(minutes=5),
-    Severity.SEV1: timedelta(minutes=10),
-    Severity.SEV2: timedelta(minutes=30),
-    Severity.SEV3: timedelta(hours=2),
-    Severity.SEV4: timedelta(hours=4),
-}
+# DOMAIN.md's acknowledge SLA, from the one table in shared.domain.
+ACK_WINDOW: dict[Severity, timedelta] = {sev: sla.acknowledge for sev, sla in SLA.items()}
 
 # Seed 002's cadence; SEV4 (informational) gets no interim updates.
 STATUS_CADENCE: dict[Severity, timedelta | None] = {
