@@ -66,6 +66,7 @@ class StackConfig:
     verification_deadline_s: float = 45.0
     recovery_hold_s: float = 3.0
     approval_ttl_s: float = 600.0  # a human needs real minutes to read and decide
+    correlation_window_s: float = 60.0  # the world's alerts trickle in over real seconds
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -248,6 +249,8 @@ class Stack:
         keys = self.state_dir / "keys"
         per_service: dict[str, dict[str, str]] = {
             "gateway": {"IR_GATEWAY_TOKENS": self.config.gateway_token},
+            "triage": self._real_seconds("IR_TRIAGE_CORRELATION_WINDOW_S",
+                                         self.config.correlation_window_s),
             "escalation": {
                 "IR_ESCALATION_SMTP_HOST": "127.0.0.1",
                 "IR_ESCALATION_SMTP_PORT": str(self.config.ports["smtp"]),

@@ -226,7 +226,15 @@ class TestMediumRiskRollback:
         tail.wait(EscalationTriggered, inc,
                   where=lambda e: e.trigger == "remediation_failed", timeout=30, stack=stack)
         assert not tail.of(IncidentResolved, inc)
+        # A human takes over: clears the faults, sees recovery, resolves by hand (an open
+        # incident would otherwise absorb the next test's storefront alerts, as it should).
         world(stack, "DELETE", "/faults")
+        wait_world_healthy(stack)
+        resp = httpx.post(f"{stack.url('approval')}/api/incidents/{inc}/resolve",
+                          headers=ALICE, timeout=15,
+                          json={"summary": "cleared the error spike by hand", "verified": True})
+        assert resp.status_code == 200, resp.text
+        tail.wait(IncidentResolved, inc, stack=stack)
 
 
 class TestRestarts:
