@@ -16,7 +16,9 @@ Every step is a `runbook.step` started event and a succeeded/failed event, and
 every event id is derived from (run, step, phase, status), so a re-published
 event is recognised as a duplicate. Backend calls carry an idempotency key
 derived from (run, step, phase), and a step timeout, so a hung backend fails
-the step instead of the run hanging forever.
+the step instead of the run hanging forever. Step arguments are rendered here,
+at run time, in the sandboxed environment the runbook library compiled them
+in at load (`shared.runbooks.TEMPLATES`).
 
 After a verified run, `hold_recovery` re-checks once after the recovery hold
 and only then resolves the incident (verified recovery, not a single good
@@ -34,9 +36,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
+from jinja2 import TemplateError
+
 from services.executor.backends import ActionBackend, BackendError
 from services.executor.ledger import Decision, Run
-from services.executor.runbooks import RunbookDefinition, StepSpec, VerificationSpec, render
 from services.executor.verification import (
     Decision as VerificationDecision,
 )
@@ -58,6 +61,13 @@ from shared.events import (
     RunbookRolledBack,
     RunbookStep,
     derive_event_id,
+)
+from shared.runbooks import (
+    TEMPLATES,
+    RunbookDefinition,
+    RunbookError,
+    StepSpec,
+    VerificationSpec,
 )
 
 log = logging.getLogger(__name__)
@@ -105,6 +115,22 @@ def _summary(result: Mapping[str, Any]) -> str:
 def _json_safe(result: Mapping[str, Any]) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(json.dumps(dict(result), default=str))
     return loaded
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every string in value as a sandboxed template; other values pass through."""
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        try:
+            return TEMPLATES.from_string(value).render(context)
+        except TemplateError as exc:
+            raise RunbookError(f"template {value!r} failed: {exc}") from exc
+    if isinstance(value, Mapping):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [render(v, context) for v in value]
+    return value
 
 
 async def _unwired(event: Event) -> None:

@@ -50,7 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -67,13 +67,8 @@ from services.executor.ledger import (
     rerun_ids,
     run_id_for,
 )
-from services.executor.runbooks import (
-    InvalidProposal,
-    RunbookDefinition,
-    RunbookLibrary,
-    normalise_action,
-)
 from shared.approval_token import ApprovalRejected, load_public_key, verify_approval
+from shared.catalog import ServiceCatalog
 from shared.domain import RiskTier
 from shared.events import (
     ActionSpec,
@@ -87,6 +82,7 @@ from shared.events import (
     derive_event_id,
 )
 from shared.policy import ApprovalPolicy, UnknownRunbook, risk_of
+from shared.runbooks import InvalidProposal, RunbookDefinition, RunbookLibrary
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +133,7 @@ class Executor:
         publish: Publish,
         approval_policy: ApprovalPolicy,
         public_key: PublicKeySource,
-        known_services: Iterable[str] | None = None,
+        catalog: ServiceCatalog | None = None,
         approval_ttl: timedelta = timedelta(seconds=900),
         ledger: Ledger | None = None,
     ) -> None:
@@ -147,7 +143,7 @@ class Executor:
         self._publish = publish
         self.approval_policy = approval_policy
         self.public_key = public_key
-        self.known_services = set(known_services) if known_services is not None else None
+        self.catalog = catalog
         self.approval_ttl = approval_ttl
         self.ledger = ledger or Ledger()
         self._decisions = asyncio.Lock()
@@ -207,7 +203,8 @@ class Executor:
         proposal = proposed.model_dump(mode="json")
         try:
             risk = risk_of(proposed.runbook)
-            runbook, action = normalise_action(self.library, proposed, self.known_services)
+            action = self.library.validate_action(proposed, self.catalog)
+            runbook = self.library.get(action.runbook)
         except (UnknownRunbook, InvalidProposal) as exc:
             await self.emit(self._audit(cause=event, decision=Decision.PROPOSAL_REFUSED,
                                         action=what, reason=f"refused: {exc}",

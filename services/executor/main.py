@@ -31,12 +31,12 @@ from services.executor.execution import PRODUCER, RunbookRunner, ScaledClock
 from services.executor.flows import Executor, PublicKeySource
 from services.executor.handlers import OUTPUT_TOPICS, register
 from services.executor.ledger import Run
-from services.executor.runbooks import RunbookLibrary
 from services.executor.settings import ExecutorSettings
 from shared.catalog import ServiceCatalog
 from shared.clock import SystemClock
 from shared.events import Event
 from shared.policy import ApprovalPolicy
+from shared.runbooks import RunbookLibrary
 from shared.runtime import ServiceRuntime, build_runtime, run
 from shared.settings import KafkaSettings, ServiceSettings
 
@@ -117,8 +117,7 @@ def create_runtime(
         log.warning("approvers file %s missing: no role may approve HIGH-risk runs", approvers)
         policy = ApprovalPolicy()
     catalog_path = ex.catalog_path(settings)
-    known = ([s.name for s in ServiceCatalog.load(catalog_path).services]
-             if catalog_path.exists() else None)
+    catalog = ServiceCatalog.load(catalog_path) if catalog_path.exists() else None
 
     app = FastAPI(title="Executor", description="Runbook runs under the risk policy (read-only).",
                   docs_url="/docs", redoc_url=None)
@@ -134,7 +133,7 @@ def create_runtime(
         library=library, runner=runner, clock=clock, publish=bus.publish,
         approval_policy=policy,
         public_key=PublicKeySource(ex.public_key_path(settings), public_key),
-        known_services=known, approval_ttl=timedelta(seconds=ex.approval_ttl_s),
+        catalog=catalog, approval_ttl=timedelta(seconds=ex.approval_ttl_s),
     )
     _add_routes(app, library, executor)
     app.state.executor = executor

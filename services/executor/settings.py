@@ -4,7 +4,11 @@ Paths left unset are derived from the shared `ServiceSettings`, the same way the
 approval service derives them: the approvers file lives in `config_dir`, the
 approval public key in `<state_dir>/keys/approval.pub`, run backups in
 `<state_dir>/executor/backups/`. The executor only ever reads the public key;
-the private key stays with the approval service.
+the private key stays with the approval service. The runbooks default to the
+shared library (`shared/runbooks/`), the one the investigator validates its
+proposals against; overriding `IR_EXECUTOR_RUNBOOKS_DIR` means setting
+`IR_INVESTIGATOR_RUNBOOKS_DIR` to the same folder, else the two disagree on
+which proposals are valid.
 
 Every duration here is a domain threshold and is multiplied by `IR_TIME_SCALE`
 (through the clock) where it is used, so a demo or a test runs the same rules
@@ -18,9 +22,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.runbooks import RUNBOOKS_DIR
 from shared.settings import ServiceSettings
-
-RUNBOOKS_DIR = Path(__file__).parent / "runbooks"
 
 
 class ExecutorSettings(BaseSettings):
@@ -34,7 +37,9 @@ class ExecutorSettings(BaseSettings):
     world_timeout_s: float = Field(10.0, gt=0, description="per-request timeout of the world API")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis of the cache backend")
     redis_prefix: str = Field("demo:", description="key prefix the cache backend is confined to")
-    runbooks_dir: Path = Field(RUNBOOKS_DIR, description="folder of runbook YAML definitions")
+    runbooks_dir: Path = Field(
+        RUNBOOKS_DIR, description="folder of runbook YAML definitions; default the shared library"
+    )
     approvers_file: Path | None = Field(
         None, description="role table YAML; default <config_dir>/approvers.yaml"
     )

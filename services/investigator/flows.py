@@ -6,9 +6,9 @@ or a timeout into an "unknown" finding that tells a human to look (DOMAIN.md:
 an incident without an `investigation.completed`.
 
 `vet_finding` is the gate between any investigator (rules today, an LLM later)
-and the event log: the proposed action must be an allow-listed runbook with
-valid parameters (else it is dropped and the rationale says why) and every
-text is redacted.
+and the event log: the proposed action must be a runbook of the shared library
+with valid parameters, exactly as the executor will check it (else it is
+dropped and the rationale says why), and every text is redacted.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import asyncio
 import logging
 
 from services.investigator.investigation import Finding, InvestigationContext, Investigator
-from services.investigator.proposals import InvalidProposal, validate_proposal
+from services.investigator.proposals import validate_proposal
 from shared.catalog import ServiceCatalog
 from shared.events import Evidence
 from shared.redaction import Redactor, redact_value
+from shared.runbooks import InvalidProposal, RunbookLibrary
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,14 @@ async def investigate_safely(
     )
 
 
-def vet_finding(finding: Finding, catalog: ServiceCatalog, redactor: Redactor) -> Finding:
+def vet_finding(
+    finding: Finding, catalog: ServiceCatalog, redactor: Redactor, library: RunbookLibrary
+) -> Finding:
     """The finding with its proposal validated (or dropped, with why) and all text redacted."""
     action, rationale = finding.proposed_action, finding.rationale
     if action is not None:
         try:
-            action = validate_proposal(action, catalog)
+            action = validate_proposal(action, catalog, library)
         except InvalidProposal as exc:
             log.warning("dropped proposal %s: %s", action.runbook, exc)
             action = None

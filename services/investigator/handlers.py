@@ -35,6 +35,7 @@ from shared.clock import Clock
 from shared.events import Event, InvestigationCompleted
 from shared.kafka import EventBus
 from shared.redaction import Redactor
+from shared.runbooks import RunbookLibrary
 from shared.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class InvestigationDesk:
         casebook: CaseBook,
         investigator: Investigator,
         catalog: ServiceCatalog,
+        library: RunbookLibrary,
         redactor: Redactor,
         clock: Clock,
         settings: InvestigatorSettings,
@@ -63,6 +65,7 @@ class InvestigationDesk:
         self.casebook = casebook
         self.investigator = investigator
         self.catalog = catalog
+        self.library = library
         self.redactor = redactor
         self.clock = clock
         self.settings = settings
@@ -114,7 +117,7 @@ class InvestigationDesk:
         finding = await investigate_safely(
             self.investigator, context, timeout_s=self.settings.investigation_timeout_s
         )
-        finding = vet_finding(finding, self.catalog, self.redactor)
+        finding = vet_finding(finding, self.catalog, self.redactor, self.library)
         return completed_event(
             finding,
             investigator=self.investigator.name,

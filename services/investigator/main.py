@@ -1,4 +1,4 @@
-"""Builds the investigator service: settings, catalog, evidence sources, investigator, bus.
+"""Builds the investigator service: settings, catalog, runbook library, evidence, investigator, bus.
 
 `IR_INVESTIGATOR_KIND` selects the investigator; each kind is one entry of
 `INVESTIGATORS`, so the LLM investigator of a later issue is one more entry
@@ -24,6 +24,7 @@ from services.investigator.sources.config import EvidenceConfig, build_sources
 from shared.catalog import ServiceCatalog
 from shared.clock import Clock, SystemClock
 from shared.redaction import PatternRedactor
+from shared.runbooks import RunbookLibrary
 from shared.runtime import ServiceRuntime, build_runtime, run
 from shared.settings import KafkaSettings, ServiceSettings
 
@@ -78,6 +79,7 @@ def create_runtime(
     inv = investigator_settings or InvestigatorSettings()
     config_dir = Path(settings.config_dir)
     catalog = ServiceCatalog.load(inv.catalog or config_dir / "catalog.yaml")
+    library = RunbookLibrary.load(inv.runbooks_dir)
     evidence = EvidenceConfig.load(inv.evidence_config or config_dir / "evidence.yaml")
     clock = clock or SystemClock(settings.time_scale)
     client = httpx.AsyncClient(timeout=inv.http_timeout_s, follow_redirects=True)
@@ -88,8 +90,8 @@ def create_runtime(
     runtime = build_runtime(SERVICE, kafka=kafka, settings=settings)
     casebook = CaseBook(producer=SERVICE)
     desk = InvestigationDesk(bus=runtime.bus, casebook=casebook, investigator=investigator,
-                             catalog=catalog, redactor=PatternRedactor(), clock=clock,
-                             settings=inv)
+                             catalog=catalog, library=library, redactor=PatternRedactor(),
+                             clock=clock, settings=inv)
     subscribe(runtime.bus, desk)
     routes(runtime.http, casebook)
     runtime.on_start.append(desk.restore)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.runbooks import RUNBOOKS_DIR
 
 
 class InvestigatorSettings(BaseSettings):
@@ -18,6 +21,10 @@ class InvestigatorSettings(BaseSettings):
                            description="demo world supervisor; fills {world_url} in evidence.yaml")
     evidence_config: str | None = Field(None, description="default <IR_CONFIG_DIR>/evidence.yaml")
     catalog: str | None = Field(None, description="default <IR_CONFIG_DIR>/catalog.yaml")
+    runbooks_dir: Path = Field(
+        RUNBOOKS_DIR, description="runbook library proposals are validated against; must be "
+                                  "the executor's IR_EXECUTOR_RUNBOOKS_DIR (default: the shared "
+                                  "library for both)")
     lookback_minutes: float = Field(30.0, gt=0,
                                     description="deploy window before the first anomaly "
                                                 "(multiplied by IR_TIME_SCALE)")

@@ -1,4 +1,4 @@
-"""Unit tests of the executor's runbook library: loading, validation, parameters, templates."""
+"""Unit tests of the shared runbook library as the executor loads it, and of step templates."""
 
 from __future__ import annotations
 
@@ -10,22 +10,23 @@ import yaml
 
 from services.executor.backends.redis_keys import RedisBackend
 from services.executor.backends.world import WorldBackend
-from services.executor.runbooks import (
+from services.executor.execution import render
+from shared.catalog import CatalogService, ServiceCatalog
+from shared.domain import RiskTier
+from shared.events import ActionSpec
+from shared.runbooks import (
+    RUNBOOKS_DIR,
     InvalidProposal,
     RunbookError,
     RunbookLibrary,
-    normalise_action,
     parse_runbook,
-    render,
 )
-from services.executor.settings import RUNBOOKS_DIR
-from shared.domain import RiskTier
-from shared.events import ActionSpec
 
 pytestmark = pytest.mark.unit
 
 OPERATIONS = {f"{b.name}.{op}" for b in (WorldBackend, RedisBackend) for op in b.operations}
-CATALOG = ["storefront", "checkout", "payments", "catalog", "reporting"]
+CATALOG = ServiceCatalog(services=tuple(CatalogService(name=name) for name in (
+    "storefront", "checkout", "payments", "catalog", "reporting")))
 
 
 def _library() -> RunbookLibrary:
@@ -117,35 +118,35 @@ class TestLibraryLoading:
 class TestProposalValidation:
     def test_defaults_are_filled_into_the_action(self) -> None:
         """The normalised action carries schema defaults, so approval binds the full action."""
-        _, action = normalise_action(
-            _library(), ActionSpec(runbook="service_restart", target="payments"), CATALOG)
+        action = _library().validate_action(
+            ActionSpec(runbook="service_restart", target="payments"), CATALOG)
         assert action.parameters == {"mode": "graceful"}
 
     def test_unknown_parameter_is_rejected(self) -> None:
         """A parameter the schema does not name is refused, with its name in the reason."""
         with pytest.raises(InvalidProposal, match="'force_all' was unexpected"):
-            normalise_action(_library(), ActionSpec(
+            _library().validate_action(ActionSpec(
                 runbook="service_restart", target="payments",
                 parameters={"mode": "force", "force_all": True}), CATALOG)
 
     def test_invalid_enum_value_is_rejected(self) -> None:
         """A value outside the schema's enum is refused."""
         with pytest.raises(InvalidProposal, match="mode"):
-            normalise_action(_library(), ActionSpec(
+            _library().validate_action(ActionSpec(
                 runbook="service_restart", target="payments",
                 parameters={"mode": "reboot-the-host"}), CATALOG)
 
     def test_cache_pattern_outside_cache_namespace_is_rejected(self) -> None:
         """cache_invalidation may only match keys under `cache:`."""
         with pytest.raises(InvalidProposal, match="pattern"):
-            normalise_action(_library(), ActionSpec(
+            _library().validate_action(ActionSpec(
                 runbook="cache_invalidation", target="catalog",
                 parameters={"pattern": "*"}), CATALOG)
 
     def test_service_parameter_must_equal_target(self) -> None:
         """parameters.service that names another service than the target is refused."""
         with pytest.raises(InvalidProposal, match="differs from the target"):
-            normalise_action(_library(), ActionSpec(
+            _library().validate_action(ActionSpec(
                 runbook="service_restart", target="payments",
                 parameters={"service": "checkout"}), CATALOG)
 
@@ -162,25 +163,25 @@ class TestProposalValidation:
             ActionSpec(runbook="service_restart", target="payments",
                        parameters={"service": "payments", "mode": "force"}),
         ):
-            assert normalise_action(library, action, CATALOG)[1].target == action.target
+            assert library.validate_action(action, CATALOG).target == action.target
 
     def test_unknown_target_is_rejected(self) -> None:
         """A target that is not in the service catalog is refused."""
         with pytest.raises(InvalidProposal, match="not in the service catalog"):
-            normalise_action(_library(), ActionSpec(runbook="service_restart",
-                                                    target="mainframe"), CATALOG)
+            _library().validate_action(ActionSpec(runbook="service_restart",
+                                              target="mainframe"), CATALOG)
 
     def test_target_with_path_characters_is_rejected(self) -> None:
         """A target that could steer a URL elsewhere is refused even without a catalog."""
         with pytest.raises(InvalidProposal, match="invalid target"):
-            normalise_action(_library(), ActionSpec(runbook="service_restart",
-                                                    target="../admin"), None)
+            _library().validate_action(ActionSpec(runbook="service_restart",
+                                              target="../admin"), None)
 
     def test_runbook_outside_library_is_rejected(self) -> None:
         """A runbook that has no definition cannot be proposed."""
         with pytest.raises(InvalidProposal, match="not in the runbook library"):
-            normalise_action(_library(), ActionSpec(runbook="database_failover",
-                                                    target="payments"), CATALOG)
+            _library().validate_action(ActionSpec(runbook="database_failover",
+                                              target="payments"), CATALOG)
 
 
 class TestTemplates:

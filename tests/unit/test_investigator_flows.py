@@ -23,10 +23,12 @@ from shared.catalog import ServiceCatalog
 from shared.clock import ManualClock
 from shared.events import ActionSpec, Evidence
 from shared.redaction import PatternRedactor
+from shared.runbooks import RUNBOOKS_DIR, RunbookLibrary
 
 pytestmark = pytest.mark.unit
 
 CATALOG = ServiceCatalog.load(Path(__file__).resolve().parents[2] / "demo/config/catalog.yaml")
+LIBRARY = RunbookLibrary.load(RUNBOOKS_DIR)
 CONTEXT = InvestigationContext(incident=IncidentBrief(id="INC-1", services=("payments",)),
                                catalog=CATALOG, trigger_event_id="t1")
 
@@ -72,7 +74,7 @@ class TestVetFinding:
         finding = Finding(hypothesis="h", confidence=0.9, rationale="because.",
                           proposed_action=ActionSpec(runbook="format_disk", target="payments",
                                                      parameters={"service": "payments"}))
-        vetted = vet_finding(finding, CATALOG, PatternRedactor())
+        vetted = vet_finding(finding, CATALOG, PatternRedactor(), LIBRARY)
         assert vetted.proposed_action is None
         assert "Proposed action dropped: runbook 'format_disk' is not in the risk policy" in \
             vetted.rationale
@@ -87,7 +89,7 @@ class TestVetFinding:
                                summary="charge failed for jane@example.com",
                                data={"top_errors": [{"msg": "card 4111111111111111", "count": 2}]}),),
         )
-        vetted = vet_finding(finding, CATALOG, PatternRedactor())
+        vetted = vet_finding(finding, CATALOG, PatternRedactor(), LIBRARY)
         text = vetted.model_dump_json()
         for secret in ("jane@example.com", "hunter2", "4111111111111111"):
             assert secret not in text

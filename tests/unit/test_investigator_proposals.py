@@ -7,18 +7,16 @@ from typing import Any
 
 import pytest
 
-from services.investigator.proposals import (
-    RUNBOOK_PARAMETERS,
-    InvalidProposal,
-    validate_proposal,
-)
+from services.investigator.proposals import validate_proposal
 from shared.catalog import ServiceCatalog
 from shared.events import ActionSpec
 from shared.policy import RISK_POLICY
+from shared.runbooks import RUNBOOKS_DIR, InvalidProposal, RunbookLibrary
 
 pytestmark = pytest.mark.unit
 
 CATALOG = ServiceCatalog.load(Path(__file__).resolve().parents[2] / "demo/config/catalog.yaml")
+LIBRARY = RunbookLibrary.load(RUNBOOKS_DIR)
 
 
 def _action(runbook: str, target: str = "payments", **params: Any) -> ActionSpec:
@@ -37,16 +35,22 @@ class TestValidProposals:
     def test_rule_proposals_validate(self, runbook: str, params: dict[str, Any]) -> None:
         """Each runbook the rules propose validates unchanged."""
         action = _action(runbook, **params)
-        assert validate_proposal(action, CATALOG) == action
+        assert validate_proposal(action, CATALOG, LIBRARY) == action
 
     def test_defaults_are_filled_in(self) -> None:
         """service_restart without mode becomes graceful: the approved action is complete."""
-        got = validate_proposal(_action("service_restart"), CATALOG)
+        got = validate_proposal(_action("service_restart"), CATALOG, LIBRARY)
         assert got.parameters == {"service": "payments", "mode": "graceful"}
 
-    def test_every_policy_runbook_has_a_documented_shape(self) -> None:
-        """The parameter table covers exactly the risk policy's runbooks."""
-        assert set(RUNBOOK_PARAMETERS) == set(RISK_POLICY)
+    def test_every_policy_runbook_has_a_documented_shape_or_is_refused(self) -> None:
+        """Only a policy runbook with a closed schema in the shared library can be proposed."""
+        assert set(LIBRARY.names()) <= set(RISK_POLICY)
+        for name in RISK_POLICY:
+            if name in LIBRARY.names():
+                assert LIBRARY.get(name).parameters["additionalProperties"] is False
+            else:
+                with pytest.raises(InvalidProposal, match="not in the runbook library"):
+                    validate_proposal(_action(name), CATALOG, LIBRARY)
 
 
 class TestRefusedProposals:
@@ -70,4 +74,4 @@ class TestRefusedProposals:
     ) -> None:
         """Unknown runbook, bad or extra parameters, wrong or unknown target: InvalidProposal."""
         with pytest.raises(InvalidProposal, match=reason):
-            validate_proposal(action, CATALOG)
+            validate_proposal(action, CATALOG, LIBRARY)

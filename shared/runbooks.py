@@ -1,27 +1,36 @@
-"""Runbooks as declarative definitions, validated when they are loaded.
+"""The runbook library: one definition of every runbook, for whoever proposes and whoever runs.
 
-A runbook is a YAML file in `services/executor/runbooks/`: its parameters as
-a JSON Schema, preconditions, an optional backup step, action steps, a
-verification and rollback steps. Steps name a backend operation
-(`world.restart`) and arguments templated from the run's context with a
-sandboxed Jinja2 environment (`{{ target }}`, `{{ params.mode }}`,
-`{{ backup.version }}`), undefined names being errors.
+A runbook is a YAML file in `shared/runbooks/`: its parameters as a JSON
+Schema, preconditions, an optional backup step, action steps, a verification
+and rollback steps. Steps name a backend operation (`world.restart`) and
+arguments templated from the run's context (`{{ target }}`,
+`{{ params.mode }}`, `{{ backup.version }}`) in the sandboxed environment
+`TEMPLATES`, undefined names being errors.
 
-Why so strict at load time: a mistake in a runbook must stop the executor from
-starting, not surface mid-incident. Loading therefore checks the schema is a
-valid JSON Schema of an object that refuses unknown properties, that every
-operation exists in a configured backend, that every template compiles, that
-the runbook has a tier in the risk policy, and that a MEDIUM runbook has the
-backup and rollback its tier promises.
+Why shared: the investigator (rules today, an LLM later) proposes actions and
+the executor runs them, and a proposal the investigator accepts must be
+exactly one the executor accepts. Both therefore load these files and call
+`RunbookLibrary.validate_action`; no service keeps its own copy of a
+parameter shape. A runbook of the risk policy without a file here cannot be
+proposed: there is nothing to validate it against and nothing to run.
+
+Why so strict at load time: a mistake in a runbook must stop a service from
+starting, not surface mid-incident. Loading checks the schema is a valid JSON
+Schema of an object that refuses unknown properties, that every template
+compiles, that the runbook has a tier in the risk policy, that a MEDIUM
+runbook has the backup and rollback its tier promises and, when the loader is
+told which backend operations exist (the executor is; the investigator runs
+nothing and is not), that every step names one of them.
 
 What a runbook does NOT carry is its risk tier: that comes from
 `shared.policy.risk_of` alone, so neither a runbook file nor a proposal can
 lower it.
 
-Proposals are validated against the schema (unknown or invalid parameters are
-refused with the validator's reasons) and normalised (schema defaults filled
-in), so the action a human approves is exactly, and completely, the action
-that runs.
+Actions are validated against the schema (unknown or invalid parameters are
+refused with the validator's reasons, every one of them) and normalised
+(schema defaults filled in), so the action a human approves is exactly, and
+completely, the action that runs. Rendering the templates is execution and
+lives with the executor.
 """
 
 from __future__ import annotations
@@ -37,12 +46,14 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.catalog import ServiceCatalog
 from shared.domain import RiskTier
 from shared.events import ActionSpec
 from shared.policy import UnknownRunbook, risk_of
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+RUNBOOKS_DIR = Path(__file__).parent / "runbooks"
 TARGET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+TEMPLATES = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 class RunbookError(ValueError):
@@ -133,7 +144,7 @@ def _closed_schema(schema: dict[str, Any]) -> dict[str, Any]:
 def _check_templates(value: Any, where: str) -> None:
     if isinstance(value, str):
         try:
-            _ENV.from_string(value)
+            TEMPLATES.from_string(value)
         except TemplateError as exc:
             raise RunbookError(f"{where}: bad template {value!r}: {exc}") from exc
     elif isinstance(value, Mapping):
@@ -144,7 +155,9 @@ def _check_templates(value: Any, where: str) -> None:
             _check_templates(item, f"{where}[{i}]")
 
 
-def parse_runbook(data: Any, *, source: str, operations: Iterable[str]) -> RunbookDefinition:
+def parse_runbook(
+    data: Any, *, source: str, operations: Iterable[str] | None = None
+) -> RunbookDefinition:
     """Validate one runbook document; raises RunbookError naming source and problem."""
     try:
         runbook = RunbookDefinition.model_validate(data)
@@ -160,9 +173,9 @@ def parse_runbook(data: Any, *, source: str, operations: Iterable[str]) -> Runbo
     except (RunbookError, jsonschema.SchemaError) as exc:
         raise RunbookError(f"{source}: invalid parameters schema: {exc}") from exc
     runbook = runbook.model_copy(update={"parameters": schema})
-    known = set(operations)
+    known = set(operations) if operations is not None else None
     for step in runbook.all_steps():
-        if step.operation not in known:
+        if known is not None and step.operation not in known:
             raise RunbookError(f"{source}: step {step.name!r} uses unknown operation "
                                f"{step.operation!r} (known: {', '.join(sorted(known))})")
         _check_templates(step.args, f"{source}: step {step.name}")
@@ -175,16 +188,43 @@ def parse_runbook(data: Any, *, source: str, operations: Iterable[str]) -> Runbo
     return runbook
 
 
+def _with_defaults(schema: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(params)
+    for key, prop in (schema.get("properties") or {}).items():
+        if key not in out and isinstance(prop, Mapping) and "default" in prop:
+            out[key] = prop["default"]
+    return out
+
+
+def _target_problems(target: str, catalog: ServiceCatalog | None) -> list[str]:
+    if not TARGET_PATTERN.fullmatch(target):
+        return [f"invalid target {target!r}: not a service name"]
+    # No catalog, or one that lists no service, leaves the name pattern as the only check
+    # (both services load the same optional file, so they skip the same way).
+    if catalog is not None and catalog.services and catalog.get(target) is None:
+        known = ", ".join(sorted(s.name for s in catalog.services))
+        return [f"unknown target {target!r}: not in the service catalog (known: {known})"]
+    return []
+
+
+def _parameter_problems(runbook: RunbookDefinition, params: Mapping[str, Any]) -> list[str]:
+    validator = jsonschema.Draft202012Validator(runbook.parameters)
+    errors = sorted(validator.iter_errors(params), key=lambda e: [str(p) for p in e.path])
+    return [f"{'.'.join(str(p) for p in e.path) or 'parameters'}: {e.message}" for e in errors]
+
+
 class RunbookLibrary:
-    """The allow-list of runbooks the executor can run, by name."""
+    """The allow-list of runbooks that can be proposed and run, by name."""
 
     def __init__(self, runbooks: Iterable[RunbookDefinition]) -> None:
         self._runbooks = {r.name: r for r in runbooks}
 
     @classmethod
-    def load(cls, folder: Path, *, operations: Iterable[str]) -> RunbookLibrary:
+    def load(
+        cls, folder: Path = RUNBOOKS_DIR, *, operations: Iterable[str] | None = None
+    ) -> RunbookLibrary:
         """Load and validate every `*.yaml` in folder; raises RunbookError on the first bad one."""
-        ops = set(operations)
+        ops = set(operations) if operations is not None else None
         runbooks: list[RunbookDefinition] = []
         files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
         if not files:
@@ -212,63 +252,22 @@ class RunbookLibrary:
             raise InvalidProposal(f"runbook {name!r} is not in the runbook library "
                                   f"(available: {', '.join(self.names())})") from exc
 
-
-def _with_defaults(schema: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(params)
-    for key, prop in (schema.get("properties") or {}).items():
-        if key not in out and isinstance(prop, Mapping) and "default" in prop:
-            out[key] = prop["default"]
-    return out
-
-
-def validate_parameters(runbook: RunbookDefinition, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters with defaults filled in; raises InvalidProposal listing every error."""
-    filled = _with_defaults(runbook.parameters, params)
-    validator = jsonschema.Draft202012Validator(runbook.parameters)
-    errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.path))
-    if errors:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e.path) or 'parameters'}: {e.message}" for e in errors[:5]
-        )
-        raise InvalidProposal(f"invalid parameters for {runbook.name}: {details}")
-    return filled
-
-
-def validate_target(target: str, known_services: Iterable[str] | None) -> None:
-    """Check a target names a service (strict name pattern, and in the catalog when given)."""
-    if not TARGET_PATTERN.fullmatch(target):
-        raise InvalidProposal(f"invalid target {target!r}: not a service name")
-    if known_services is not None:
-        known = set(known_services)
-        if target not in known:
-            raise InvalidProposal(f"unknown target {target!r}: not in the service catalog "
-                                  f"(known: {', '.join(sorted(known))})")
-
-
-def normalise_action(
-    library: RunbookLibrary, action: ActionSpec, known_services: Iterable[str] | None = None
-) -> tuple[RunbookDefinition, ActionSpec]:
-    """The runbook and the complete action for a proposal; raises InvalidProposal."""
-    runbook = library.get(action.runbook)
-    validate_target(action.target, known_services)
-    params = validate_parameters(runbook, action.parameters)
-    if "service" in params and params["service"] != action.target:
-        raise InvalidProposal(f"parameters.service {params['service']!r} differs from the "
-                              f"target {action.target!r}")
-    return runbook, ActionSpec(runbook=action.runbook, parameters=params, target=action.target)
-
-
-def render(value: Any, context: Mapping[str, Any]) -> Any:
-    """Render every string in value as a sandboxed template; other values pass through."""
-    if isinstance(value, str):
-        if "{{" not in value and "{%" not in value:
-            return value
+    def validate_action(
+        self, action: ActionSpec, catalog: ServiceCatalog | None = None
+    ) -> ActionSpec:
+        """The action with defaults filled in; raises InvalidProposal listing every problem."""
         try:
-            return _ENV.from_string(value).render(context)
-        except TemplateError as exc:
-            raise RunbookError(f"template {value!r} failed: {exc}") from exc
-    if isinstance(value, Mapping):
-        return {k: render(v, context) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [render(v, context) for v in value]
-    return value
+            risk_of(action.runbook)
+        except UnknownRunbook as exc:
+            raise InvalidProposal(str(exc)) from exc
+        runbook = self.get(action.runbook)
+        params = _with_defaults(runbook.parameters, action.parameters)
+        problems = _target_problems(action.target, catalog) + _parameter_problems(runbook, params)
+        service = params.get("service")
+        if service is not None and service != action.target:
+            problems.append(f"parameters.service {service!r} differs from the target "
+                            f"{action.target!r}")
+        if problems:
+            raise InvalidProposal(f"invalid {action.runbook} action on {action.target!r}: "
+                                  f"{'; '.join(problems)}")
+        return ActionSpec(runbook=action.runbook, parameters=params, target=action.target)
