@@ -145,6 +145,8 @@ class EventBus:
             client_id=service,
             acks="all",
             request_timeout_ms=settings.request_timeout_ms,
+            max_batch_size=settings.producer_batch_bytes,
+            linger_ms=settings.producer_linger_ms,
             middlewares=(
                 KafkaTelemetryMiddleware(tracer_provider=tracer_provider),
                 KafkaPrometheusMiddleware(registry=self.registry, app_name=service),

@@ -39,6 +39,10 @@ class KafkaSettings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="handler attempts before the DLQ")
     retry_backoff_s: float = 0.2
     request_timeout_ms: int = 30000
+    # aiokafka's default 16 KB batch makes hundreds of concurrent sends queue on
+    # "batch full, wait for drain" and retry: quadratic for a 500-alert webhook.
+    producer_batch_bytes: int = Field(512 * 1024, ge=16 * 1024)
+    producer_linger_ms: int = Field(0, ge=0)
     create_topics: bool = True
 
 
