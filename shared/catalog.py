@@ -8,11 +8,11 @@ depends on it, so an outage of `payments` reaches `checkout` and `storefront`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import yaml
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from shared.events import BlastRadius, Model
 
@@ -29,9 +29,27 @@ class CatalogService(Model):
 
 
 class ServiceCatalog(Model):
-    """All services, with dependency queries."""
+    """All services, with dependency queries.
+
+    The catalog is immutable, so lookups and transitive closures are computed
+    once per service and memoised: triage asks `related` for every alert
+    against every open incident, and a 200-service catalog must not turn that
+    into graph walks per alert.
+    """
 
     services: tuple[CatalogService, ...] = ()
+    _by_name: dict[str, CatalogService] = PrivateAttr(default_factory=dict)
+    _reverse: dict[str, set[str]] = PrivateAttr(default_factory=dict)
+    _deps: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
+    _dependents: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
+    _component_cache: dict[str, str] | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: object, /) -> None:
+        """Index services by name and dependency edges in reverse."""
+        self._by_name = {s.name: s for s in self.services}
+        for svc in self.services:
+            for dep in svc.depends_on:
+                self._reverse.setdefault(dep, set()).add(svc.name)
 
     @classmethod
     def load(cls, path: str | Path) -> ServiceCatalog:
@@ -41,36 +59,25 @@ class ServiceCatalog(Model):
 
     def get(self, name: str) -> CatalogService | None:
         """The service named name, or None when it is not catalogued."""
-        return next((s for s in self.services if s.name == name), None)
+        return self._by_name.get(name)
 
     def dependents(self, name: str) -> set[str]:
         """Every service that depends on name, directly or transitively."""
-        reverse: dict[str, set[str]] = {}
-        for svc in self.services:
-            for dep in svc.depends_on:
-                reverse.setdefault(dep, set()).add(svc.name)
-        seen: set[str] = set()
-        queue = deque([name])
-        while queue:
-            for parent in reverse.get(queue.popleft(), ()):
-                if parent not in seen:
-                    seen.add(parent)
-                    queue.append(parent)
-        seen.discard(name)
-        return seen
+        if name not in self._dependents:
+            self._dependents[name] = _closure(name, lambda n: self._reverse.get(n, ()))
+        return set(self._dependents[name])
 
     def dependencies(self, name: str) -> set[str]:
         """Every service name depends on, directly or transitively."""
-        seen: set[str] = set()
-        queue = deque([name])
-        while queue:
-            svc = self.get(queue.popleft())
-            for dep in svc.depends_on if svc else ():
-                if dep not in seen:
-                    seen.add(dep)
-                    queue.append(dep)
-        seen.discard(name)
-        return seen
+        return set(self._dependencies(name))
+
+    def _dependencies(self, name: str) -> frozenset[str]:
+        if name not in self._deps:
+            def direct(n: str) -> tuple[str, ...]:
+                svc = self._by_name.get(n)
+                return svc.depends_on if svc else ()
+            self._deps[name] = _closure(name, direct)
+        return self._deps[name]
 
     def related(self, a: str, b: str) -> bool:
         """True when a and b can fail for one reason: one depends (transitively) on the
@@ -78,8 +85,8 @@ class ServiceCatalog(Model):
         reporting, which do not depend on each other)."""
         if a == b:
             return True
-        deps_a, deps_b = self.dependencies(a), self.dependencies(b)
-        return b in deps_a or a in deps_b or bool(deps_a & deps_b)
+        deps_a, deps_b = self._dependencies(a), self._dependencies(b)
+        return b in deps_a or a in deps_b or not deps_a.isdisjoint(deps_b)
 
     def blast_radius(self, affected: Iterable[str]) -> BlastRadius:
         """Affected services, their dependents, and which of all those face customers."""
@@ -105,9 +112,8 @@ class ServiceCatalog(Model):
         return self._components().get(name, name)
 
     def _components(self) -> dict[str, str]:
-        cached: dict[str, str] | None = getattr(self, "_component_cache", None)
-        if cached is not None:
-            return cached
+        if self._component_cache is not None:
+            return self._component_cache
         neighbours: dict[str, set[str]] = {s.name: set() for s in self.services}
         for svc in self.services:
             for dep in svc.depends_on:
@@ -124,5 +130,18 @@ class ServiceCatalog(Model):
                     queue.append(nxt)
             root = min(members)
             component.update(dict.fromkeys(members, root))
-        object.__setattr__(self, "_component_cache", component)
+        self._component_cache = component
         return component
+
+
+def _closure(start: str, step: Callable[[str], Iterable[str]]) -> frozenset[str]:
+    """Every name reachable from start by step, start excluded."""
+    seen: set[str] = set()
+    queue = deque([start])
+    while queue:
+        for nxt in step(queue.popleft()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    seen.discard(start)
+    return frozenset(seen)
