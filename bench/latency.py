@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
     parser.add_argument("--no-escalation", action="store_true",
                         help="run gateway + triage only (no notification.sent figures)")
-    parser.add_argument("--drain-timeout", type=float, default=120.0,
+    parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="seconds to wait for the pipeline to finish after the load")
     parser.add_argument("--quick", action="store_true", help="10 s per rate")
     parser.add_argument("--log-level", default="INFO", help="services' log level (default INFO)")

@@ -66,15 +66,16 @@ def score_storm(
     truth: Mapping[str, str],
     accepted: Mapping[str, str],
     membership: Mapping[str, Mapping[str, float]],
-    received: Iterable[str] = (),
+    received: Iterable[str] | None = None,
 ) -> StormScore:
     """Score the log's membership against truth (bench_id -> true incident label).
 
-    accepted maps bench_id -> the event id the gateway returned for it.
+    accepted maps bench_id -> the event id the gateway returned for it; received
+    (event ids read from `alert.received`), when given, is checked too.
     """
     score = StormScore(alerts_accepted=len(accepted))
-    seen = set(received)
-    if seen:
+    if received is not None:
+        seen = set(received)
         missing = [b for b, e in accepted.items() if e not in seen]
         score.missing_from_log = len(missing)
         score.examples["missing_from_log"] = sorted(missing)[:5]

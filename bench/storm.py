@@ -50,11 +50,12 @@ from bench.harness import (
     self_usage,
 )
 from bench.loadgen import LoadJob
-from bench.observe import EventTail, PipelineLog, read_log
+from bench.observe import MEMBERSHIP_TOPICS, EventTail, PipelineLog, read_log
 from bench.procstat import ProcessSampler
 from bench.scenarios import StormSpec, generate_storm, write_plan
 from bench.scoring import score_storm
 from bench.stats import summarize_ms
+from shared.topics import Topic
 
 QUICK_ALERTS = 10_000
 QUICK_DURATION_S = 30.0
@@ -103,7 +104,8 @@ async def run_storm(
     await asyncio.to_thread(stack.start)
     tail: EventTail | None = None
     try:
-        tail = await EventTail(stack.bootstrap, topic_prefix).start()
+        tail = await EventTail(stack.bootstrap, topic_prefix, MEMBERSHIP_TOPICS,
+                               fetch_max_wait_ms=500, fetch_min_bytes=256 * 1024).start()
         sampler = ProcessSampler()
         for name, pid in stack.pids().items():
             sampler.watch(name, pid)
@@ -136,11 +138,16 @@ async def run_storm(
             except Exception as exc:  # a dead replica is a finding, not a harness crash
                 per_replica[f"triage-{n}"] = {"error": str(exc)}
         log = tail.log
+        await tail.stop()
+        tail = None
+        # alert.received is read once, after the drain, not followed live (see bench.observe).
+        received = (await read_log(stack.bootstrap, topic_prefix, (Topic.ALERT_RECEIVED,))
+                    ).received
         recount: dict[str, Any] = {}
         if not drained:
             # Before blaming triage, read the log again from scratch: the live tail
             # could have missed records the broker did store.
-            fresh = await read_log(stack.bootstrap, topic_prefix)
+            fresh = await read_log(stack.bootstrap, topic_prefix, MEMBERSHIP_TOPICS)
             recount = {
                 "live_tail_triaged": len(wanted & log.membership.keys()),
                 "fresh_read_triaged": len(wanted & fresh.membership.keys()),
@@ -153,7 +160,7 @@ async def run_storm(
             await tail.stop()
         await asyncio.to_thread(stack.stop)
     score = score_storm(truth=storm.truth(), accepted=accepted, membership=log.membership,
-                        received=log.received.keys())
+                        received=received.keys())
     return {
         "benchmark": "storm" if live else "storm-backlog",
         "host": host_info(),
