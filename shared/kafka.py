@@ -48,6 +48,7 @@ from shared.topics import Topic, topic_name
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
 
 DLQ_HEADER_ERROR = "x-dlq-error"
 DLQ_HEADER_ATTEMPTS = "x-dlq-attempts"
@@ -218,9 +219,32 @@ class EventBus:
         self.metrics.published.labels(event.event_type).inc()
         return True
 
-    async def publish_many(self, events: Sequence[Event]) -> None:
-        """Publish several events concurrently; returns once all are acknowledged."""
-        await asyncio.gather(*(self.publish(e) for e in events))
+    async def publish_many(self, events: Sequence[Event]) -> int:
+        """Publish events in order and wait for all acks at once; the count newly published.
+
+        Each event is handed to the producer in turn (so events of one key keep
+        their order) without waiting for its acknowledgement; the acks are
+        awaited together: one broker round trip for the lot, not one per event.
+        """
+        pending: list[tuple[Event, asyncio.Future[Any]]] = []
+        for event in events:
+            if event.event_id in self.published:
+                self.metrics.skipped.labels(event.event_type).inc()
+                continue
+            future = await self.broker.publish(
+                event.model_dump_json().encode(),
+                self.topic(event.TOPIC),
+                key=event.partition_key(),
+                headers={"content-type": "application/json", "event-type": event.event_type,
+                         "event-id": event.event_id},
+                no_confirm=True,
+            )
+            pending.append((event, future))
+        await asyncio.gather(*(future for _, future in pending))
+        for event, _ in pending:
+            self.published.add(event.event_id)
+            self.metrics.published.labels(event.event_type).inc()
+        return len(pending)
 
     # --- subscribing -----------------------------------------------------------
 
@@ -248,6 +272,74 @@ class EventBus:
             heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )(consume)
+
+    def subscribe_batch(
+        self,
+        topics: Topic | Sequence[Topic],
+        handler: BatchHandler,
+        *,
+        group: str | None = None,
+        max_records: int = 500,
+    ) -> None:
+        """Register handler for batches of events (high-volume topics), at least once.
+
+        Invalid records are dead-lettered one by one; the valid events of a
+        batch go to handler together and the offsets are committed after it
+        returned. A batch that keeps failing is retried event by event, so one
+        poison event is dead-lettered and the rest still handled.
+        """
+        names = [self.topic(t) for t in ([topics] if isinstance(topics, Topic) else topics)]
+
+        async def consume(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records: tuple[ConsumerRecord[bytes, bytes], ...] = (
+                raw if isinstance(raw, tuple) else (raw,)  # type: ignore[assignment]
+            )
+            await self._consume_batch(records, handler)
+
+        self.broker.subscriber(
+            *names,
+            batch=True,
+            max_records=max_records,
+            batch_timeout_ms=self.settings.fetch_max_wait_ms,
+            group_id=self.group(group),
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+        )(consume)
+
+    async def _consume_batch(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], handler: BatchHandler
+    ) -> None:
+        valid: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
+        for record in records:
+            try:
+                valid.append((record, parse_event(record.value or b"")))
+            except ValidationError as exc:
+                await self.dead_letter(record, f"invalid event: {_short(exc)}", attempts=1)
+                self.metrics.handled.labels(record.topic, "invalid").inc()
+        if not valid:
+            return
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.settings.max_attempts),
+                wait=wait_exponential(multiplier=self.settings.retry_backoff_s, max=5),
+                reraise=True,
+            ):
+                with attempt:
+                    await handler([event for _, event in valid])
+        except Exception:  # a poison event somewhere: find it one by one
+            log.exception("batch of %d failed; retrying event by event", len(valid))
+            for record, event in valid:
+                async def single(e: Event) -> None:
+                    await handler([e])
+                await self._handle(record, event, single)
+            return
+        for record, event in valid:
+            self.handled.add(event.event_id)
+            self.metrics.handled.labels(record.topic, "ok").inc()
 
     async def _consume(
         self, record: ConsumerRecord[bytes, bytes], handler: Handler, *, dedupe: bool

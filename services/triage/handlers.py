@@ -10,10 +10,16 @@ same event ids and keeping only those the projection has not applied, so a
 redelivery is a no-op when there is nothing left to do (and the bus's
 published-id memory would skip a duplicate anyway).
 
-Publish first, apply second: the projection only records what is durably in
-the log, so a failed publish is retried against unchanged state and yields
-the same events. One lock keeps each alert's decide/publish/apply atomic with
-respect to the next alert.
+Alerts arrive in batches (up to 500 records per poll). Each alert of a batch
+is decided in order and its events applied at once, so the next alert sees
+them; then everything the batch caused is published with one broker round trip
+(`publish_many`: handed to the producer in order, acks awaited together) and
+only then are the offsets committed. Handling alerts one by one, each waiting
+for its own ack, capped triage at about 170 alerts/s on the storm benchmark.
+If the publish fails, the projection is ahead of the log: it is rebuilt from
+the log before the batch is retried, and the retry re-derives the same event
+ids, so nothing is lost or duplicated. One lock keeps a batch's
+decide/publish/apply atomic with respect to lifecycle events.
 
 Each replica reads every lifecycle event (its own consumer group,
 `triage-state-<instance id>`): alerts are partitioned by correlation key and
@@ -25,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
-import structlog
 from fastapi import HTTPException
 from prometheus_client import Counter, Gauge
 
@@ -63,26 +69,41 @@ class TriageHandlers:
             "ir_triage_open_incidents", "Incidents triage tracks as open", registry=registry,
         )
 
-    async def on_alert(self, event: Event) -> None:
-        """Correlate one alert, publish what it causes, then record it in the projection."""
-        if not isinstance(event, AlertReceived):
-            log.warning("ignoring %s on the alert topic", event.event_type)
-            return
+    async def on_alerts(self, events: Sequence[Event]) -> None:
+        """Correlate a batch of alerts in order and publish what they cause in one round trip."""
         async with self._lock:
             self.book.prune(self.triage.clock.now())
-            decision = self.triage.decide(event)
-            with structlog.contextvars.bound_contextvars(incident_id=decision.incident_id):
-                for out in decision.events:
-                    await self.runtime.bus.publish(out)
+            outputs: list[Event] = []
+            decisions = []
+            for event in events:
+                if not isinstance(event, AlertReceived):
+                    log.warning("ignoring %s on the alert topic", event.event_type)
+                    continue
+                decision = self.triage.decide(event)
                 for out in decision.events:
                     self.book.apply(out)
+                outputs.extend(decision.events)
+                decisions.append((event, decision))
+            try:
+                await self.runtime.bus.publish_many(outputs)
+            except Exception:
+                log.warning("publishing a batch of %d events failed: rebuilding the projection "
+                            "from the log before the batch is retried", len(outputs))
+                await self.rebuild()
+                raise
+            for alert, decision in decisions:
                 self.alerts.labels(decision.outcome).inc()
-                self._refresh_gauge()
-                log.info(
-                    "alert %s (%s %s on %s): %s, %s; %d events",
-                    event.event_id, event.name, event.status.value, event.service,
-                    decision.outcome, decision.detail, len(decision.events),
-                )
+                level = logging.INFO if decision.outcome == "opened" else logging.DEBUG
+                log.log(level, "alert %s (%s %s on %s): %s %s, %s; %d events",
+                        alert.event_id, alert.name, alert.status.value, alert.service,
+                        decision.outcome, decision.incident_id, decision.detail,
+                        len(decision.events))
+            self._refresh_gauge()
+
+    async def rebuild(self) -> None:
+        """Forget the projection and rebuild it from the lifecycle topics."""
+        self.book.reset()
+        await self.restore()
 
     async def on_lifecycle(self, event: Event) -> None:
         """Fold a lifecycle event (ours or another service's) into the projection."""
@@ -108,7 +129,7 @@ def register(runtime: ServiceRuntime, triage: Triage, *, instance_id: str) -> Tr
     bus = runtime.bus
     bus.declare_outputs(OUTPUT_TOPICS)
     runtime.on_start.append(handlers.restore)
-    bus.subscribe(Topic.ALERT_RECEIVED, handlers.on_alert, group=ALERT_GROUP, dedupe=False)
+    bus.subscribe_batch(Topic.ALERT_RECEIVED, handlers.on_alerts, group=ALERT_GROUP)
     bus.subscribe(STATE_TOPICS, handlers.on_lifecycle, group=f"triage-state-{instance_id}")
 
     @runtime.http.get("/incidents", tags=["triage"], summary="Incidents triage tracks as open")

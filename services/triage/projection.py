@@ -99,6 +99,10 @@ class IncidentBook:
 
     def __init__(self, *, recurrence_window: timedelta) -> None:
         self.recurrence_window = recurrence_window
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (before a rebuild from the log)."""
         self._incidents: dict[str, TrackedIncident] = {}
         self._by_fingerprint: dict[str, set[str]] = {}
         self._alerts: OrderedDict[str, str] = OrderedDict()

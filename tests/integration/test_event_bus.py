@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -240,3 +240,55 @@ class TestTracing:
         assert seen == [trace_id]
         records = await read_topic(kafka_bootstrap, producer.topic(Topic.INCIDENT_OPENED), 1)
         assert f"{trace_id:032x}" in dict(records[0].headers)["traceparent"].decode()
+
+
+class TestBatches:
+    async def test_batch_handler_gets_many_events_and_poison_is_isolated(
+        self, kafka_bootstrap: str, bus_factory: Callable[..., Awaitable[EventBus]]
+    ) -> None:
+        """A batch subscriber receives events together; an invalid record and an event its
+        handler cannot take go to the DLQ while every other event is handled once."""
+        batches: list[int] = []
+        handled: list[str] = []
+
+        async def handle(events: Sequence[Event]) -> None:
+            if any(isinstance(e, AlertReceived) and e.summary == "poison" for e in events):
+                raise RuntimeError("cannot take poison")
+            batches.append(len(events))
+            handled.extend(e.summary for e in events if isinstance(e, AlertReceived))
+
+        producer = await bus_factory("batch-producer")
+        name = producer.topic(Topic.ALERT_RECEIVED)
+        good = [sample_event(AlertReceived, summary=f"a{i}", correlation_key="k")
+                for i in range(200)]
+        assert await producer.publish_many(good) == 200
+        await bus_factory("batch-consumer",
+                          lambda b: b.subscribe_batch(Topic.ALERT_RECEIVED, handle))
+        await wait_for(lambda: len(handled) == 200, what="the first 200 events")
+        assert max(batches) > 1  # the backlog came in batches, not one by one
+
+        more = [sample_event(AlertReceived, summary=f"b{i}", correlation_key="k")
+                for i in range(50)]
+        more.insert(25, sample_event(AlertReceived, summary="poison", correlation_key="k"))
+        await producer.broker.publish(b"garbage", name, key=b"k")
+        assert await producer.publish_many(more) == 51
+        await wait_for(lambda: len(handled) == 250, what="every good event")
+        assert sorted(handled) == sorted([f"a{i}" for i in range(200)]
+                                         + [f"b{i}" for i in range(50)])
+        dlq = await read_topic(kafka_bootstrap, f"{name}.dlq", 2)
+        reasons = sorted({k: v.decode() for k, v in r.headers}[DLQ_HEADER_ERROR] for r in dlq)
+        assert len(dlq) == 2
+        assert reasons[0].startswith("RuntimeError: cannot take poison")
+        assert "invalid event" in reasons[1]
+
+    async def test_publish_many_keeps_order_per_key_and_skips_known_ids(
+        self, kafka_bootstrap: str, bus_factory: Callable[..., Awaitable[EventBus]]
+    ) -> None:
+        """Events of one key arrive in the order given; an id already published is skipped."""
+        bus = await bus_factory("ordered")
+        events = [sample_event(IncidentOpened, title=f"t{i}") for i in range(300)]
+        assert await bus.publish_many(events) == 300
+        assert await bus.publish_many(events[:10]) == 0
+        records = await read_topic(kafka_bootstrap, bus.topic(Topic.INCIDENT_OPENED), 300)
+        titles = [parse_event(r.value).title for r in records]  # type: ignore[attr-defined]
+        assert titles == [f"t{i}" for i in range(300)]
