@@ -245,13 +245,30 @@ def self_usage() -> dict[str, float]:
 
 
 def host_info() -> dict[str, Any]:
-    """The machine the figures were taken on (they mean little without it)."""
+    """The machine and the code the figures were taken on (they mean little without them)."""
     return {
         "cpus": os.cpu_count(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
+        **code_version(),
     }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit under test, and how many files of the services differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "services", "shared", "irctl"], cwd=ROOT,
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+    return {"commit": commit, "uncommitted_service_files": len(dirty)}
 
 
 async def scrape_counter(url: str, metric: str) -> dict[str, float]:

@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="new incidents opened per second (default 2)")
     parser.add_argument("--batch", type=int, default=0,
                         help="alerts per request (default: rate/100, at least 1)")
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="requests in flight at most (high: the load stays open-loop)")
     parser.add_argument("--no-escalation", action="store_true",
                         help="run gateway + triage only (no notification.sent figures)")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
