@@ -6,11 +6,11 @@ benchmark's summary to stderr as it finishes, then one JSON object as the last
 line of stdout: `{"benchmark": "all", "summary": {...headline figures...},
 "ingest": {...}, "latency": {...}, "storm": {...}, "scale": {...}}`.
 
-Sizes: the default fits in about ten minutes on two shared cores (the storm
-is 30,000 alerts: at today's triage throughput the issue's 100,000-alert
-storm takes ~10 minutes to drain on its own); `--quick` is a smoke run of a
-few minutes; `--full` uses the issue's sizes (100,000-alert storm over three
-minutes, 20,000-alert scale backlog). Alertmanager is compared automatically
+Sizes: the default takes about seven minutes on two shared cores (storm of
+30,000 alerts over 90 s); `--quick` is a smoke run of about three minutes;
+`--full` uses the issue's sizes (100,000-alert storm over three minutes,
+20,000-alert scale backlog; about ten minutes when triage keeps up, much
+longer when it does not: the storm waits for the drain). Alertmanager is compared automatically
 when `prometheus-alertmanager` is on PATH (`--no-alertmanager` to skip).
 
 Usage: `python -m bench.run_all [--quick | --full] [--only ingest,storm]`.
