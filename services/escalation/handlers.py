@@ -11,8 +11,10 @@ harmless.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from services.escalation.flow import EscalationFlow
+from shared.events import Event
 from shared.runtime import ServiceRuntime
 from shared.topics import Topic
 
@@ -50,4 +52,12 @@ def register(runtime: ServiceRuntime, flow: EscalationFlow, *, tick_s: float) ->
     runtime.on_start.append(restore)
     runtime.background.append(deadlines)
     runtime.on_stop.append(flow.aclose)
-    bus.subscribe(INPUT_TOPICS, flow.handle)
+
+    async def handle_batch(events: Sequence[Event]) -> None:
+        # Batches: an alert storm turns into one incident.updated per alert, and
+        # committing each one alone kept a new incident's first page waiting
+        # seconds behind them at 1,000 alerts/s. Events are still handled in order.
+        for event in events:
+            await flow.handle(event)
+
+    bus.subscribe_batch(INPUT_TOPICS, handle_batch)
