@@ -127,7 +127,8 @@ def narrate(event: Event, started: datetime) -> str | None:  # noqa: PLR0911, PL
 
 async def _follow(  # noqa: PLR0912 - a plain event loop reads best unsplit
     kafka: KafkaSettings, started: datetime, timeout_s: float,
-                  approval_url: str, approve_as: str | None) -> bool:
+    approval_url: str, approve_as: str | None,
+) -> bool:
     from aiokafka import AIOKafkaConsumer
 
     names = [f"{kafka.topic_prefix}{t}" for t in Topic]
