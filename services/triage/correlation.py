@@ -51,7 +51,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from services.triage.projection import IncidentBook, TrackedIncident
-from services.triage.severity import classify, source_signal
+from services.triage.severity import Classification, classify, forcing_labels, source_signal
 from shared.catalog import ServiceCatalog
 from shared.clock import Clock
 from shared.domain import AlertStatus, Severity
@@ -69,6 +69,7 @@ UpdateChange = Literal["alert_added", "alert_resolved", "service_added", "severi
                        "recurred"]
 
 PRODUCER = "triage"
+MAX_MEMOISED_CLASSIFICATIONS = 10_000
 _TITLE_MAX = 200
 
 
@@ -110,6 +111,9 @@ class Triage:
         self.clock = clock
         self.correlation_window = correlation_window
         self.producer = producer
+        # classify() is pure in (services, source grading, forcing labels, floor): a storm
+        # re-asks the same question for every joining alert, so answers are memoised.
+        self._classifications: dict[tuple[object, ...], Classification] = {}
 
     def decide(self, alert: AlertReceived) -> TriageDecision:
         """The events this alert causes, given the current projection (pure)."""
@@ -229,10 +233,15 @@ class Triage:
         auto_allowed: bool,
         recurrence_of: str | None = None,
     ) -> list[Event]:
-        result = classify(
-            services=services, catalog=self.catalog, source=source_signal(alert),
-            labels=alert.labels, at_least=current,
-        )
+        source = source_signal(alert)
+        key = (tuple(services), source, forcing_labels(alert.labels), current)
+        result = self._classifications.get(key)
+        if result is None:
+            if len(self._classifications) >= MAX_MEMOISED_CLASSIFICATIONS:
+                self._classifications.clear()
+            result = classify(services=services, catalog=self.catalog, source=source,
+                              labels=alert.labels, at_least=current)
+            self._classifications[key] = result
         escalated = current is None or result.severity.is_worse_than(current)
         loses_auto = auto_allowed and not result.auto_remediation_allowed
         if not escalated and not loses_auto:
