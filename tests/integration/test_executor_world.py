@@ -133,7 +133,7 @@ async def world(world_url: tuple[str, str]) -> AsyncIterator[DemoWorldClient]:
     """A client of the world, once it answers and is healthy."""
     async with DemoWorldClient(world_url[0]) as client:
         await client.wait_until(client.health, within=40, what="world supervisor up")
-        await client.wait_healthy(within=30)
+        await client.wait_healthy(within=60)
         yield client
 
 
@@ -181,7 +181,7 @@ async def test_medium_cache_invalidation_runs_without_approval_and_resolves(
 
 
 async def _resolves(stack: Stack) -> None:
-    await stack.world.wait_healthy(within=30)
+    await stack.world.wait_healthy(within=60)
     await stack.world.inject("stuck_cache", "catalog")
     await _catalog_failing(stack)
     poisoned = stack.poison()
@@ -190,7 +190,7 @@ async def _resolves(stack: Stack) -> None:
     await stack.producer.publish(investigation(incident, "cache_invalidation", "catalog",
                                                service="catalog", pattern="cache:*"))
 
-    [resolved] = await stack.tap.wait_for(IncidentResolved, incident, timeout=30)
+    [resolved] = await stack.tap.wait_for(IncidentResolved, incident, timeout=60)
     assert resolved.resolution == "verified_recovery"
     assert resolved.verified
     assert not stack.tap.of(ApprovalRequested, incident)
@@ -225,7 +225,7 @@ async def test_failed_verification_restores_the_keys_and_rolls_back(
 
 
 async def _rolls_back(stack: Stack) -> None:
-    await stack.world.wait_healthy(within=30)
+    await stack.world.wait_healthy(within=60)
     await stack.world.inject("stuck_cache", "catalog")
     await stack.world.inject("error_spike", "catalog", duration_seconds=60, rate=0.9)
     await _catalog_failing(stack)
