@@ -64,8 +64,10 @@ class BenchStack:
         bootstrap: str | None = None,
         topic_prefix: str = "",
         log_level: str = "INFO",
+        gateway_workers: int = 1,
     ) -> None:
         self.work_dir = work_dir
+        self.gateway_workers = gateway_workers
         self.config_dir = config_dir
         self.services = services
         self.triage_replicas = triage_replicas
@@ -79,7 +81,10 @@ class BenchStack:
             state_dir, demo=False, config_dir=self.config_dir, bootstrap_servers=bootstrap,
             topic_prefix=self.topic_prefix,
             extra_env={"IR_LOG_LEVEL": self.log_level},
-            service_env={"triage": {"IR_TRIAGE_INSTANCE_ID": f"bench-triage-{instance}"}},
+            service_env={
+                "triage": {"IR_TRIAGE_INSTANCE_ID": f"bench-triage-{instance}"},
+                "gateway": {"IR_GATEWAY_WORKERS": str(self.gateway_workers)},
+            },
         )
 
     @property

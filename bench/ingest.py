@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-alertmanager", action="store_true",
                         help="send the same load to prometheus-alertmanager (if on PATH)")
     parser.add_argument("--quick", action="store_true", help="4 s runs")
+    parser.add_argument(
+        "--gateway-workers", type=int, default=os.cpu_count() or 1,
+        help="gateway processes on the port (IR_GATEWAY_WORKERS; default: one per core, "
+             "as Alertmanager uses every core)",
+    )
     parser.add_argument("--log-level", default="INFO", help="services' log level (default INFO)")
 
 
@@ -125,7 +131,7 @@ async def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
         notes.append("--compare-alertmanager: no prometheus-alertmanager on PATH, skipped")
     runs: list[dict[str, Any]] = []
     stack = BenchStack(work, config_dir=config_dir, services=("gateway",),
-                       log_level=args.log_level)
+                       log_level=args.log_level, gateway_workers=args.gateway_workers)
     alertmanager = AlertmanagerProcess(work / "alertmanager", binary) if binary else None
     started = time.time()
     try:
@@ -171,7 +177,8 @@ async def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
         "host": host_info(),
         "config": {"batches": batches, "concurrency": concurrencies, "duration_s": duration,
                    "warmup_s": args.warmup, "acks": "all", "broker": "tansu memory://",
-                   "alertmanager": binary, "log_level": args.log_level},
+                   "alertmanager": binary, "log_level": args.log_level,
+                   "gateway_workers": args.gateway_workers},
         "runs": runs,
         "ratio_gateway_to_alertmanager": ratios,
         "harness": self_usage(),

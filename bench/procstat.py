@@ -1,7 +1,8 @@
 """CPU and memory of the processes under test, read from /proc (no dependency needed).
 
-CPU is user + system time of the process (all its threads) between the start
-and the end of a measured window, so "1.0 core" means one core fully busy.
+CPU is user + system time of the process (all its threads) and of its live
+descendants (a supervisor's workers) between the start and the end of a
+measured window, so "1.0 core" means one core fully busy.
 RSS is sampled every `interval_s` in a daemon thread; the peak of those
 samples is reported next to the kernel's own high-water mark (`VmHWM`). A
 process that exits during the window keeps its last reading.
@@ -19,29 +20,60 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """user + system CPU seconds of pid so far; None when it is gone."""
+def _stat_fields(pid: int) -> list[str] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces; fields after it are fixed.
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return stat.rsplit(")", 1)[1].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (the workers of a supervisor such as the gateway's)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            out.append(child)
+            queue.append(child)
+    return out
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """user + system CPU seconds of pid and its live descendants so far; None when pid is gone."""
+    total = 0.0
+    for index, member in enumerate((pid, *descendants(pid))):
+        fields = _stat_fields(member)
+        if fields is None:
+            if index == 0:
+                return None
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
 
 
 def memory_mb(pid: int) -> tuple[float, float] | None:
-    """(RSS, peak RSS) in MB of pid; None when it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    values = {}
-    for line in status.splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+    """(RSS, peak RSS) in MB of pid and its descendants (summed); None when pid is gone."""
+    rss = peak = 0.0
+    for index, member in enumerate((pid, *descendants(pid))):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            if index == 0:
+                return None
+            continue
+        for line in status.splitlines():
+            key, _, rest = line.partition(":")
+            if key == "VmRSS":
+                rss += int(rest.split()[0]) / 1024
+            elif key == "VmHWM":
+                peak += int(rest.split()[0]) / 1024
+    return rss, peak
 
 
 @dataclass

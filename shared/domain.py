@@ -7,6 +7,7 @@ and the usual monitoring words) as input only.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,8 +47,13 @@ class Severity(StrEnum):
         """Map a source's severity word to ours; None when it is not recognised."""
         if raw is None:
             return None
-        key = re.sub(r"[\s_]", "", raw.strip().lower())
-        return _ALIASES.get(key)
+        return _parse_word(raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_word(raw: str) -> Severity | None:
+    """The alias lookup of `Severity.parse` (memoised: every alert carries a severity word)."""
+    return _ALIASES.get(re.sub(r"[\s_]", "", raw.strip().lower()))
 
 
 _LABELS = {

@@ -9,6 +9,7 @@ the exporter is OTLP/HTTP when `IR_OTLP_ENDPOINT` is set, none otherwise
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -18,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from shared.kafka import EventBus
 
@@ -91,6 +92,16 @@ def setup_tracing(
     return provider
 
 
+def _scraped(registry: CollectorRegistry) -> CollectorRegistry:
+    """registry, or every worker's metrics when processes share a port (multiprocess mode)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return registry
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined, path=directory)  # type: ignore[no-untyped-call]
+    return combined
+
+
 def health_app(service: str, bus: EventBus, registry: CollectorRegistry,
                app: FastAPI | None = None) -> FastAPI:
     """Add `/healthz` (broker reachable) and `/metrics` (Prometheus) to app (or a new one)."""
@@ -104,6 +115,6 @@ def health_app(service: str, bus: EventBus, registry: CollectorRegistry,
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_scraped(registry)), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,4 +134,22 @@ async def serve(runtime: ServiceRuntime) -> None:
 
 def run(runtime: ServiceRuntime) -> None:
     """Blocking entry point for a service's `main`."""
-    asyncio.run(serve(runtime))
+    run_loop(serve(runtime))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop when installed (`uvicorn[standard]`), else asyncio.
+
+    uvloop roughly halves the event loop's own cost per socket event, which is
+    most of a service's overhead per HTTP request and per Kafka round trip.
+    `IR_EVENT_LOOP=asyncio` opts out.
+    """
+    if os.environ.get("IR_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:  # e.g. Windows: uvloop does not exist there
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -298,17 +299,20 @@ class RequestMetrics:
 # --- routes ----------------------------------------------------------------------------
 
 
-def _accepted(alerts: list[AlertReceived]) -> AlertsAccepted:
-    return AlertsAccepted(
-        accepted=len(alerts),
-        alerts=[
-            AcceptedAlert(
-                event_id=a.event_id, fingerprint=a.fingerprint, status=a.status, name=a.name,
-                service=a.service, correlation_key=a.correlation_key,
-            )
+def _accepted(alerts: list[AlertReceived]) -> Response:
+    """The `AlertsAccepted` body, serialised straight from the events (one per alert)."""
+    body = {
+        "status": "accepted",
+        "accepted": len(alerts),
+        "alerts": [
+            {
+                "event_id": a.event_id, "fingerprint": a.fingerprint, "status": a.status.value,
+                "name": a.name, "service": a.service, "correlation_key": a.correlation_key,
+            }
             for a in alerts
         ],
-    )
+    }
+    return Response(orjson.dumps(body), status_code=202, media_type="application/json")
 
 
 def install(
@@ -345,6 +349,7 @@ def install(
     @alerts.post(
         "/alerts/alertmanager",
         status_code=202,
+        response_model=AlertsAccepted,
         summary="Receive an Alertmanager webhook (v4)",
         description=(
             "Point an Alertmanager `webhook_configs` receiver here (with "
@@ -362,7 +367,7 @@ def install(
                                               "value": alertmanager.EXAMPLE}}),
         ],
         correlation_id: CorrelationHeader = None,
-    ) -> AlertsAccepted:
+    ) -> Response:
         drafts = alertmanager.to_drafts(webhook)
         _note_truncation(metrics, alertmanager.SOURCE, webhook.truncated_alerts)
         with sender_trace(request.headers):
@@ -374,6 +379,7 @@ def install(
     @alerts.post(
         "/alerts/grafana",
         status_code=202,
+        response_model=AlertsAccepted,
         summary="Receive a Grafana alerting webhook",
         description=(
             "Point a Grafana webhook contact point here (Authorization header: "
@@ -391,7 +397,7 @@ def install(
                                               "value": grafana.EXAMPLE}}),
         ],
         correlation_id: CorrelationHeader = None,
-    ) -> AlertsAccepted:
+    ) -> Response:
         drafts = grafana.to_drafts(webhook)
         _note_truncation(metrics, grafana.SOURCE, webhook.truncated_alerts)
         with sender_trace(request.headers):
@@ -403,6 +409,7 @@ def install(
     @alerts.post(
         "/alerts/generic",
         status_code=202,
+        response_model=AlertsAccepted,
         summary="Receive alerts in the gateway's own JSON format",
         description=(
             "One alert object, or `{\"alerts\": [...]}` with up to 1000. Only `name` is "
@@ -423,7 +430,7 @@ def install(
             }),
         ],
         correlation_id: CorrelationHeader = None,
-    ) -> AlertsAccepted:
+    ) -> Response:
         with sender_trace(request.headers):
             accepted = await intake.accept(
                 generic.to_drafts(batch), source=generic.SOURCE, correlation_id=correlation_id

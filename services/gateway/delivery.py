@@ -3,8 +3,9 @@
 Decisions:
 
 - **Acknowledged or refused, never "probably".** A request's alerts are
-  published concurrently (one `acks=all` round trip for the batch, not one per
-  alert) and the request waits for every acknowledgement, up to
+  published together (`EventBus.publish_many`: one record batch per partition,
+  one `acks=all` round trip for the lot, not one per alert) and the request
+  waits for every acknowledgement, up to
   `publish_timeout_s`. A timeout, a broker error or a broker never reached
   raises `EventLogUnavailableError`, which the API turns into 503 + Retry-After: the
   sender keeps the alerts and retries. Records of a timed-out request may
@@ -32,6 +33,7 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaError
 
 from shared.events import AlertReceived
 from shared.kafka import EventBus, security_kwargs
@@ -113,27 +115,19 @@ class AlertDelivery:
             )
         self._in_flight += len(alerts)
         try:
-            results = await asyncio.wait_for(
-                asyncio.gather(
-                    *(self.bus.publish(alert, headers=_headers(alert)) for alert in alerts),
-                    return_exceptions=True,
-                ),
-                self.timeout_s,
+            return await asyncio.wait_for(
+                self.bus.publish_many(alerts, headers=_headers), self.timeout_s
             )
         except TimeoutError:
             raise EventLogUnavailableError(
                 f"the event log did not acknowledge within {self.timeout_s:g} s"
             ) from None
+        except (KafkaError, OSError, RuntimeError) as exc:
+            raise EventLogUnavailableError(
+                f"alerts not acknowledged: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             self._in_flight -= len(alerts)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            first = failures[0]
-            raise EventLogUnavailableError(
-                f"{len(failures)} of {len(alerts)} alerts not acknowledged: "
-                f"{type(first).__name__}: {first}"
-            ) from first
-        return sum(1 for r in results if r is True)
 
 
 def admits(in_flight: int, batch: int, limit: int) -> bool:
@@ -141,5 +135,5 @@ def admits(in_flight: int, batch: int, limit: int) -> bool:
     return in_flight == 0 or in_flight + batch <= limit
 
 
-def _headers(alert: AlertReceived) -> dict[str, str]:
-    return {"correlation-id": alert.correlation_id, "alert-source": alert.source}
+def _headers(event: AlertReceived) -> dict[str, str]:
+    return {"correlation-id": event.correlation_id, "alert-source": event.source}

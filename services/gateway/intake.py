@@ -65,7 +65,7 @@ class AlertIntake:
             log.warning("refused %d %s alerts: %s", len(alerts), source, exc)
             raise
         self.metrics.alerts.labels(source, "accepted").inc(len(alerts))
-        log.info(
+        log.debug(  # per request: the counters above are the record at volume
             "accepted %d %s alerts (%d already in the log)",
             len(alerts), source, len(alerts) - published,
         )

@@ -20,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +31,15 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from services.gateway import api
+from services.gateway import api, workers
 from services.gateway.delivery import AlertDelivery
 from services.gateway.intake import AlertIntake
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
 from shared.catalog import ServiceCatalog
 from shared.clock import Clock, SystemClock
-from shared.runtime import ServiceRuntime, build_runtime
+from shared.observability import setup_logging
+from shared.runtime import ServiceRuntime, build_runtime, run_loop
 from shared.settings import KafkaSettings, ServiceSettings
 from shared.topics import Topic
 
@@ -134,10 +138,15 @@ class GatewayServer:
         host, port = self._server.servers[0].sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
 
-    async def start(self, timeout_s: float = 10.0) -> None:
-        """Start serving HTTP and connecting to the broker; returns once HTTP accepts requests."""
+    async def start(self, timeout_s: float = 10.0, *, reuse_port: bool = False) -> None:
+        """Start serving HTTP and connecting to the broker; returns once HTTP accepts requests.
+
+        reuse_port binds with SO_REUSEPORT, so the workers of `IR_GATEWAY_WORKERS`
+        share the port.
+        """
         self._background = [asyncio.ensure_future(hook()) for hook in self.runtime.background]
-        self._serving = asyncio.create_task(self._server.serve())
+        sockets = [self._reuse_port_socket()] if reuse_port else None
+        self._serving = asyncio.create_task(self._server.serve(sockets=sockets))
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if self._serving.done():
@@ -146,6 +155,15 @@ class GatewayServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gateway HTTP server not up within {timeout_s} s")
             await asyncio.sleep(0.02)
+
+    def _reuse_port_socket(self) -> socket.socket:
+        config = self._server.config
+        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((config.host, config.port))
+        sock.set_inheritable(True)
+        return sock
 
     async def stop(self) -> None:
         """Finish in-flight requests, stop connecting, disconnect from the broker."""
@@ -162,14 +180,14 @@ class GatewayServer:
         await self.runtime.bus.stop()
 
 
-async def serve(runtime: ServiceRuntime, port: int) -> None:
+async def serve(runtime: ServiceRuntime, port: int, *, reuse_port: bool = False) -> None:
     """Run the gateway until SIGTERM/SIGINT."""
     server = GatewayServer(runtime, port=port)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    await server.start()
+    await server.start(reuse_port=reuse_port)
     log.info("gateway listening on %s", server.url)
     await stop_requested.wait()
     log.info("gateway stopping")
@@ -180,5 +198,9 @@ def main() -> None:
     """Entry point of `python -m services.gateway`."""
     settings = ServiceSettings()
     gateway = GatewaySettings()
+    port = gateway.port(settings.http_port)
+    if gateway.workers > 1:
+        setup_logging(SERVICE, settings.log_level, settings.log_format)
+        sys.exit(workers.supervise(gateway.workers, port))
     runtime = create_runtime(settings=settings, gateway=gateway)
-    asyncio.run(serve(runtime, gateway.port(settings.http_port)))
+    run_loop(serve(runtime, port, reuse_port=os.environ.get(workers.REUSE_PORT_ENV) == "1"))

@@ -41,10 +41,11 @@ everything that must be the same whatever the source is decided here, once:
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+import orjson
 
 from shared.catalog import ServiceCatalog
 from shared.domain import AlertStatus, Severity
@@ -102,8 +103,10 @@ def resolve_service(
     labels: Mapping[str, str], explicit: str | None = None, fallbacks: tuple[str | None, ...] = ()
 ) -> str | None:
     """The affected service: explicit, else a service label, else the fallbacks; None if none."""
-    candidates = (explicit, *(labels.get(k) for k in SERVICE_LABELS), *fallbacks)
-    return next((c.strip() for c in candidates if c and c.strip()), None)
+    for candidate in (explicit, *[labels.get(k) for k in SERVICE_LABELS], *fallbacks):
+        if candidate and (stripped := candidate.strip()):
+            return stripped
+    return None
 
 
 def identifying_labels(labels: Mapping[str, str]) -> dict[str, str]:
@@ -131,7 +134,10 @@ def correlation_id_for(source: str, fingerprint: str) -> str:
 
 def source_severity_of(labels: Mapping[str, str]) -> str | None:
     """The severity word a label-based source (Alertmanager, Grafana) attached, if any."""
-    return next((labels[k] for k in SEVERITY_LABELS if labels.get(k)), None)
+    for key in SEVERITY_LABELS:
+        if value := labels.get(key):
+            return value
+    return None
 
 
 def real_time(value: datetime | None) -> datetime | None:
@@ -192,4 +198,5 @@ def to_alert_received(draft: AlertDraft, ctx: IntakeContext) -> AlertReceived:
 
 
 def _canonical(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    """Sorted-key compact JSON (orjson: the gateway digests every alert it receives)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)

@@ -47,6 +47,10 @@ class GatewaySettings(BaseSettings):
     max_in_flight_alerts: int = Field(10_000, gt=0, description="more unacked alerts get 503")
     dedup_window_s: int = Field(60, ge=1, description="a retry within it keeps its event id")
     connect_retry_max_s: float = Field(10.0, gt=0, description="cap of the broker retry backoff")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="gateway processes sharing the port (SO_REUSEPORT); about one per core",
+    )
 
     @field_validator("tokens", "pagerduty_routing_keys", mode="before")
     @classmethod

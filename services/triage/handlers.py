@@ -105,10 +105,17 @@ class TriageHandlers:
         self.book.reset()
         await self.restore()
 
-    async def on_lifecycle(self, event: Event) -> None:
-        """Fold a lifecycle event (ours or another service's) into the projection."""
+    async def on_lifecycle(self, events: Sequence[Event]) -> None:
+        """Fold lifecycle events (ours or other services') into the projection, a batch at once.
+
+        Most of them are triage's own outputs coming back (one `incident.updated`
+        per alert in a storm), already applied; applying is idempotent, and
+        taking them in batches keeps that echo from costing a message's worth
+        of consumer machinery each.
+        """
         async with self._lock:
-            self.book.apply(event)
+            for event in events:
+                self.book.apply(event)
             self._refresh_gauge()
 
     async def restore(self) -> None:
@@ -130,7 +137,9 @@ def register(runtime: ServiceRuntime, triage: Triage, *, instance_id: str) -> Tr
     bus.declare_outputs(OUTPUT_TOPICS)
     runtime.on_start.append(handlers.restore)
     bus.subscribe_batch(Topic.ALERT_RECEIVED, handlers.on_alerts, group=ALERT_GROUP)
-    bus.subscribe(STATE_TOPICS, handlers.on_lifecycle, group=f"triage-state-{instance_id}")
+    bus.subscribe_batch(
+        STATE_TOPICS, handlers.on_lifecycle, group=f"triage-state-{instance_id}"
+    )
 
     @runtime.http.get("/incidents", tags=["triage"], summary="Incidents triage tracks as open")
     async def list_incidents() -> list[dict[str, object]]:

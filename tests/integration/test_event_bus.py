@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -27,7 +28,7 @@ from shared.events import (
 )
 from shared.kafka import DLQ_HEADER_ERROR, DLQ_HEADER_OFFSET, DLQ_HEADER_TOPIC, EventBus
 from shared.settings import KafkaSettings
-from shared.topics import Topic
+from shared.topics import CATALOG, Topic
 from tests.samples import sample_event
 
 pytestmark = pytest.mark.integration
@@ -292,3 +293,221 @@ class TestBatches:
         records = await read_topic(kafka_bootstrap, bus.topic(Topic.INCIDENT_OPENED), 300)
         titles = [parse_event(r.value).title for r in records]  # type: ignore[attr-defined]
         assert titles == [f"t{i}" for i in range(300)]
+
+
+async def read_until(bootstrap: str, name: str,
+                     done: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+                     timeout: float = 20.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read a topic from the beginning (no group) until done(records) holds."""
+    consumer = AIOKafkaConsumer(name, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not done(out):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}: condition not met with {len(out)} records read")
+            batch = await consumer.getmany(timeout_ms=100)
+            out.extend(r for recs in batch.values() for r in recs)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def has_ids(ids: set[str]) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
+    """Read until every one of ids arrived."""
+    return lambda records: ids <= {dict(r.headers)["event-id"].decode() for r in records}
+
+
+def alert(key: str, **labels: str) -> AlertReceived:
+    """An AlertReceived keyed by key with labels."""
+    event = sample_event(AlertReceived, correlation_key=key, labels=labels)
+    assert isinstance(event, AlertReceived)
+    return event
+
+
+def labels_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    """The labels of the alert a record carries."""
+    return AlertReceived.model_validate_json(record.value or b"").labels
+
+
+class TestPublishMany:
+    """`publish_many` appends to shared per-partition batches, bypassing faststream."""
+
+    async def test_partition_key_headers_count_and_skipping(
+        self, kafka_bootstrap: str, bus_factory: Callable[..., Awaitable[EventBus]]
+    ) -> None:
+        """Each record lands where aiokafka's partitioner (and `publish`) puts its key, with
+        its key, the standard headers and the extra ones; known ids are skipped and counted."""
+        bus = await bus_factory("many-partition")
+        name = bus.topic(Topic.ALERT_RECEIVED)
+        partitions = list(range(CATALOG[Topic.ALERT_RECEIVED].partitions))
+        keys = [f"key-{i}" for i in range(24)]
+        events = [alert(k, n=str(n)) for k in keys for n in range(2)]
+        extra = {e.event_id: e.correlation_key.upper() for e in events}
+
+        count = await bus.publish_many(events, headers=lambda e: {"x-extra": extra[e.event_id],
+                                                                  "x-fixed": "1"})
+
+        assert count == len(events)
+        # the faststream path (aiokafka's send with its partitioner) for one more event per key
+        reference = [alert(k, ref="1") for k in keys]
+        for event in reference:
+            assert await bus.publish(event) is True
+        records = await read_until(kafka_bootstrap, name,
+                                   has_ids({e.event_id for e in events + reference}))
+        assert len(records) == len(events) + len(reference)
+        by_id = {dict(r.headers)["event-id"].decode(): r for r in records}
+        where_publish_puts = {r.key: r.partition for r in records if labels_of(r).get("ref")}
+        for event in events:
+            rec = by_id[event.event_id]
+            key = event.partition_key()
+            assert rec.key == key
+            assert rec.partition == DefaultPartitioner()(key, partitions, partitions)
+            assert rec.partition == where_publish_puts[key]
+            assert parse_event(rec.value) == event
+            head = {k: v.decode() for k, v in rec.headers}
+            assert head["content-type"] == "application/json"
+            assert head["event-type"] == "alert.received"
+            assert head["event-id"] == event.event_id
+            assert head["x-extra"] == event.correlation_key.upper()
+            assert head["x-fixed"] == "1"
+        assert len({r.partition for r in records}) > 1  # the keys spread over partitions
+        # within a key, the order given
+        for k in keys:
+            mine = [labels_of(r)["n"] for r in records
+                    if r.key == k.encode() and "n" in labels_of(r)]
+            assert mine == ["0", "1"]
+
+        assert await bus.publish_many(events) == 0
+        fresh = [alert(k, fresh="1") for k in keys]  # same keys: behind any wrong copy
+        doubled = [*events[:5], fresh[0], fresh[0], *fresh[1:], *events[5:]]
+        assert await bus.publish_many(doubled) == len(fresh)
+        records = await read_until(kafka_bootstrap, name,
+                                   has_ids({e.event_id for e in fresh}))
+        ids = [dict(r.headers)["event-id"].decode() for r in records]
+        assert len(ids) == len(set(ids)) == len(events) + len(reference) + len(fresh)
+
+    async def test_order_per_key_under_concurrent_callers(
+        self, kafka_bootstrap: str, bus_factory: Callable[..., Awaitable[EventBus]]
+    ) -> None:
+        """Concurrent callers sharing one key: each caller's events are in its own order,
+        none lost, none doubled."""
+        bus = await bus_factory("many-concurrent")
+        callers, calls, per_call = 5, 20, 4
+
+        async def caller(c: int) -> int:
+            total = 0
+            for i in range(calls):
+                batch = [alert("shared", caller=str(c), seq=str(i * per_call + j))
+                         for j in range(per_call)]
+                total += await bus.publish_many(batch)
+            return total
+
+        counts = await asyncio.gather(*(caller(c) for c in range(callers)))
+        assert counts == [calls * per_call] * callers
+        sentinel = alert("shared", sentinel="1")
+        assert await bus.publish_many([sentinel]) == 1
+        records = await read_until(kafka_bootstrap, bus.topic(Topic.ALERT_RECEIVED),
+                                   has_ids({sentinel.event_id}))
+        assert {r.partition for r in records} == {records[-1].partition}
+        ids = [dict(r.headers)["event-id"].decode() for r in records]
+        assert len(ids) == len(set(ids)) == callers * calls * per_call + 1
+        sequences: dict[str, list[int]] = {}
+        for rec in records[:-1]:
+            labels = labels_of(rec)
+            sequences.setdefault(labels["caller"], []).append(int(labels["seq"]))
+        assert sequences == {str(c): list(range(calls * per_call)) for c in range(callers)}
+
+    async def test_events_overflowing_the_batch_size_all_arrive_in_order(
+        self, kafka_bootstrap: str, topic_prefix: str
+    ) -> None:
+        """With the minimum 16 KiB batches, one call of ~1 MB spans dozens of batches (and a
+        record bigger than a batch goes alone): every event arrives, in order."""
+        bus = EventBus(settings(kafka_bootstrap, topic_prefix, producer_batch_bytes=16 * 1024),
+                       "many-overflow")
+        await bus.start()
+        try:
+            events = [sample_event(AlertReceived, correlation_key="big", name=f"n{i}",
+                                   description=f"{i:04d}" * 750)
+                      for i in range(300)]
+            events.insert(150, sample_event(AlertReceived, correlation_key="big", name="n-huge",
+                                            description="h" * 40_000))
+            assert await bus.publish_many(events) == len(events)
+        finally:
+            await bus.stop()
+        records = await read_until(kafka_bootstrap, bus.topic(Topic.ALERT_RECEIVED),
+                                   lambda rs: len(rs) >= len(events))
+        received = [parse_event(r.value) for r in records]
+        assert [e.event_id for e in received] == [e.event_id for e in events]
+        assert received == events
+
+    async def test_one_span_per_call_and_its_context_in_every_record(
+        self, kafka_bootstrap: str, bus_factory: Callable[..., Awaitable[EventBus]]
+    ) -> None:
+        """The call's `<topic> publish` span (a child of the caller's) is every record's
+        traceparent, and it counts the events."""
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        bus = await bus_factory("many-traced", tracer_provider=provider)
+        events = [alert(f"trace-{i}") for i in range(8)]
+        with provider.get_tracer("test").start_as_current_span("ingest") as outer:
+            assert await bus.publish_many(events) == len(events)
+        trace_id = outer.get_span_context().trace_id
+        name = bus.topic(Topic.ALERT_RECEIVED)
+        spans = [s for s in exporter.get_finished_spans() if s.name == f"{name} publish"]
+        assert len(spans) == 1
+        span = spans[0]
+        assert span.attributes is not None
+        assert span.attributes["messaging.batch.message_count"] == len(events)
+        assert span.context is not None
+        assert span.context.trace_id == trace_id
+        assert span.parent is not None
+        assert span.parent.span_id == outer.get_span_context().span_id
+        records = await read_until(kafka_bootstrap, name, has_ids({e.event_id for e in events}))
+        assert len({r.partition for r in records}) > 1  # several batches, one context
+        for rec in records:
+            traceparent = dict(rec.headers)["traceparent"].decode()
+            assert traceparent.split("-")[1:3] == [f"{trace_id:032x}",
+                                                   f"{span.context.span_id:016x}"]
+
+    async def test_a_cancelled_caller_does_not_cancel_the_batch_it_shares(
+        self, kafka_bootstrap: str, bus_factory: Callable[..., Awaitable[EventBus]]
+    ) -> None:
+        """Two callers append to the same open batch; cancelling one (its timeout) leaves
+        the other's wait for the shared acknowledgement intact."""
+        bus = await bus_factory("many-cancel")
+        assert await bus.publish_many([alert("same", warm="1")]) == 1  # metadata known
+        mine = [alert("same", who="cancelled", n=str(i)) for i in range(20)]
+        theirs = [alert("same", who="other", n=str(i)) for i in range(20)]
+        cancelled = asyncio.create_task(bus.publish_many(mine))
+        other = asyncio.create_task(bus.publish_many(theirs))
+        await asyncio.sleep(0)  # both ran up to their wait for the acknowledgement
+        assert bus._batcher is not None
+        open_batches = [b.builder.record_count()
+                        for q in bus._batcher._queues.values() for b in q]
+        assert open_batches == [len(mine) + len(theirs)], "precondition: one shared batch"
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert await asyncio.wait_for(other, 20) == len(theirs)
+        assert all(e.event_id in bus.published for e in theirs)
+        records = await read_until(kafka_bootstrap, bus.topic(Topic.ALERT_RECEIVED),
+                                   has_ids({e.event_id for e in theirs}))
+        assert [labels_of(r)["n"] for r in records if labels_of(r).get("who") == "other"] == [
+            str(i) for i in range(20)]
+
+    async def test_a_bus_never_started_refuses_clearly(
+        self, kafka_bootstrap: str, topic_prefix: str
+    ) -> None:
+        """publish_many on a bus never started (or stopped) raises RuntimeError saying so."""
+        bus = EventBus(settings(kafka_bootstrap, topic_prefix), "never-started")
+        with pytest.raises(RuntimeError, match="not connected"):
+            await bus.publish_many([alert("k")])
+        assert len(bus.published) == 0
+        await bus.start()
+        await bus.stop()
+        with pytest.raises(RuntimeError, match="not connected"):  # nor one stopped
+            await bus.publish_many([alert("k")])

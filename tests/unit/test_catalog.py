@@ -46,3 +46,12 @@ class TestGraph:
         assert catalog.correlation_group("a") == catalog.correlation_group("b") == "a"
         assert catalog.correlation_group("c") == "c"
         assert catalog.correlation_group("unknown") == "unknown"
+
+    def test_an_undeclared_dependency_is_its_own_group_but_still_links(self) -> None:
+        """a and b both depend on x, which nobody declared: a and b share a group, x has its own."""
+        catalog = ServiceCatalog(services=(
+            CatalogService(name="a", depends_on=("x",)), CatalogService(name="b", depends_on=("x",)),
+        ))
+        assert catalog.correlation_group("a") == catalog.correlation_group("b")
+        assert catalog.correlation_group("x") == "x"
+        assert catalog.related("a", "b")

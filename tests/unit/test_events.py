@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from pydantic import ValidationError
@@ -56,6 +57,19 @@ class TestEnvelope:
         """A retry derives the same id; different causes derive different ids."""
         assert derive_event_id("a", 1) == derive_event_id("a", 1)
         assert derive_event_id("a", 1) != derive_event_id("a", 2)
+
+    @pytest.mark.parametrize("parts", [
+        ("alert.received", "alertmanager", "c6eadffa33fcdf37", "firing", "0" * 64, 29_650_000),
+        ("alert.correlation", "grafana", "fp"),
+        ("", None, 1.5, "payé ✓", "\x1f"),
+        (),
+    ])
+    def test_derived_ids_are_rfc4122_uuid5(self, parts: tuple[object, ...]) -> None:
+        """The fast derivation is byte for byte uuid5 over the joined parts (ids stay stable)."""
+        namespace = uuid.UUID("5b0c1c8e-6d0e-4b6a-9a55-9b1d2f0e7a11")
+        expected = uuid.uuid5(namespace, "\x1f".join(str(p) for p in parts))
+        assert derive_event_id(*parts) == str(expected)
+        assert uuid.UUID(derive_event_id(*parts)).version == 5
 
     def test_json_schema_for_every_event(self) -> None:
         """irctl schemas has a schema with the envelope for every event type."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.gateway import api
 from services.gateway.delivery import AlertDelivery, EventLogUnavailableError, admits
 from services.gateway.intake import AlertIntake
 from services.gateway.metrics import GatewayMetrics
@@ -14,6 +15,7 @@ from services.gateway.normalise import AlertDraft
 from shared.catalog import ServiceCatalog
 from shared.clock import ManualClock
 from shared.domain import AlertStatus
+from shared.events import AlertReceived
 from shared.kafka import EventBus
 from shared.settings import KafkaSettings
 
@@ -63,3 +65,22 @@ def test_in_flight_limit_admits_an_oversized_batch_only_when_idle() -> None:
     assert admits(in_flight=5, batch=5, limit=10)
     assert not admits(in_flight=6, batch=5, limit=10)
     assert admits(in_flight=0, batch=50, limit=10)
+
+
+def test_accepted_body_is_the_documented_model() -> None:
+    """The 202 body, serialised straight from the events, validates as `AlertsAccepted`."""
+    alerts, _ = intake()
+    events = alerts.normalise([draft("HighErrorRate"), draft("HighLatency")])
+    response = api._accepted(events)
+    body = api.AlertsAccepted.model_validate_json(bytes(response.body))
+    assert response.status_code == 202
+    assert body.accepted == 2
+    assert [(a.event_id, a.fingerprint, a.name, a.service, a.correlation_key) for a in body.alerts] \
+        == [(e.event_id, e.fingerprint, e.name, e.service, e.correlation_key) for e in events]
+
+
+def test_normalised_events_are_valid_contracts() -> None:
+    """What the gateway builds passes the contract it publishes under (JSON round trip)."""
+    alerts, _ = intake()
+    for event in alerts.normalise([draft("HighErrorRate")]):
+        assert AlertReceived.model_validate_json(event.model_dump_json()) == event
