@@ -53,7 +53,7 @@ from bench.harness import (
     self_usage,
 )
 from bench.loadgen import LoadJob
-from bench.observe import EventTail, PipelineLog
+from bench.observe import BULK_TOPICS, OUTCOME_TOPICS, EventTail, PipelineLog
 from bench.procstat import ProcessSampler
 from bench.scenarios import LatencySpec, generate_latency_plan, write_plan
 from bench.scoring import pipeline_latency
@@ -101,9 +101,13 @@ async def measure_rate(
     stack = BenchStack(work / f"rate-{int(rate)}", config_dir=config_dir, services=services,
                        log_level=args.log_level)
     await asyncio.to_thread(stack.start)
-    tail: EventTail | None = None
+    tails: list[EventTail] = []
     try:
-        tail = await EventTail(stack.bootstrap).start()
+        log = PipelineLog()
+        tails.append(await EventTail(stack.bootstrap, topics=BULK_TOPICS, log=log,
+                                     fetch_max_wait_ms=500, fetch_min_bytes=256 * 1024).start())
+        tail = await EventTail(stack.bootstrap, topics=OUTCOME_TOPICS, log=log).start()
+        tails.append(tail)
         sampler = ProcessSampler()
         for name, pid in stack.pids().items():
             sampler.watch(name, pid)
@@ -132,15 +136,14 @@ async def measure_rate(
 
         drained = await tail.wait_for(finished, timeout_s=args.drain_timeout, idle_s=30)
         sampler.stop()
-        log = tail.log
         figures = pipeline_latency(
             accepted=accepted, detections=detections, received=log.received,
             membership=log.membership, classified_by_alert=log.classified_by_alert,
             notified_first=log.notified_first, classified_seen=log.classified_seen,
         )
     finally:
-        if tail is not None:
-            await tail.stop()
+        for running in tails:
+            await running.stop()
         await asyncio.to_thread(stack.stop)
     return {
         "rate": rate,

@@ -26,8 +26,11 @@ that follows hot partitions with short polls competes with the services it
 measures. Storms therefore tail only the membership topics, with long polls
 (`fetch_max_wait_ms=500`, `fetch_min_bytes` 256 KiB: a few fetches a second),
 and read `alert.received` once, after the drain (`read_log`). Latency runs
-keep short polls: there the tail's own read time is one of the figures, and
-partitions stay small.
+split the work: one tail with long polls follows the bulk (`alert.received`,
+`incident.opened`, `incident.updated`: a thousand records a second) and a
+second one with short polls follows the few `incident.classified` and
+`notification.sent` events, whose arrival time at a consumer is one of the
+figures. Both fill one `PipelineLog`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ TAILED: tuple[Topic, ...] = (
     Topic.INCIDENT_CLASSIFIED, Topic.NOTIFICATION_SENT,
 )
 MEMBERSHIP_TOPICS: tuple[Topic, ...] = (Topic.INCIDENT_OPENED, Topic.INCIDENT_UPDATED)
+BULK_TOPICS: tuple[Topic, ...] = (Topic.ALERT_RECEIVED, *MEMBERSHIP_TOPICS)
+OUTCOME_TOPICS: tuple[Topic, ...] = (Topic.INCIDENT_CLASSIFIED, Topic.NOTIFICATION_SENT)
 
 
 def epoch(value: str) -> float:
@@ -148,13 +153,14 @@ class EventTail:
         *,
         fetch_max_wait_ms: int = 50,
         fetch_min_bytes: int = 1,
+        log: PipelineLog | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.topics = topics
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_min_bytes = fetch_min_bytes
-        self.log = PipelineLog()
+        self.log = log or PipelineLog()  # tails may share one log
         self.records = 0
         self._by_name = {topic_name(t, prefix): t for t in topics}
         self._task: asyncio.Task[None] | None = None

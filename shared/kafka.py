@@ -351,8 +351,13 @@ class EventBus:
         *,
         group: str | None = None,
         dedupe: bool = True,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
-        """Register handler for every event of topics, at least once, with DLQ and dedupe."""
+        """Register handler for every event of topics, at least once, with DLQ and dedupe.
+
+        fetch_max_wait_ms overrides the settings' value (see `KafkaSettings`).
+        """
+        wait_ms = fetch_max_wait_ms or self.settings.fetch_max_wait_ms
         names = [self.topic(t) for t in ([topics] if isinstance(topics, Topic) else topics)]
 
         async def consume(record: Any) -> None:  # the raw ConsumerRecord (see _raw_records)
@@ -366,7 +371,7 @@ class EventBus:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            fetch_max_wait_ms=wait_ms,
         )(consume)
 
     def subscribe_batch(
@@ -376,6 +381,7 @@ class EventBus:
         *,
         group: str | None = None,
         max_records: int = 500,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
         """Register handler for batches of events (high-volume topics), at least once.
 
@@ -385,6 +391,7 @@ class EventBus:
         poison event is dead-lettered and the rest still handled.
         """
         names = [self.topic(t) for t in ([topics] if isinstance(topics, Topic) else topics)]
+        wait_ms = fetch_max_wait_ms or self.settings.fetch_max_wait_ms
 
         async def consume(raw: Any) -> None:  # the raw records (see _raw_records)
             records: tuple[ConsumerRecord[bytes, bytes], ...] = (
@@ -397,13 +404,13 @@ class EventBus:
             batch=True,
             decoder=_raw_records,
             max_records=max_records,
-            batch_timeout_ms=self.settings.fetch_max_wait_ms,
+            batch_timeout_ms=wait_ms,
             group_id=self.group(group),
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            fetch_max_wait_ms=wait_ms,
         )(consume)
 
     async def _consume_batch(

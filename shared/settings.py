@@ -35,7 +35,15 @@ class KafkaSettings(BaseSettings):
     # Tansu joins a group after about half the session timeout: keep it short locally.
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
-    fetch_max_wait_ms: int = 100
+    # How long the broker may hold a fetch that found nothing. Tansu does not
+    # wake a waiting fetch when records arrive, so this is also the delivery
+    # latency floor of every consumer hop on it; and each fetch costs it CPU per
+    # partition (three idle consumers of every topic at 50 ms: 0.7 core). Hot
+    # subscriptions use fetch_max_wait_ms; projections that only keep state
+    # (triage's echo of its own lifecycle events) use the
+    # background value.
+    fetch_max_wait_ms: int = Field(100, ge=1)
+    background_fetch_max_wait_ms: int = Field(500, ge=1)
     max_attempts: int = Field(3, ge=1, description="handler attempts before the DLQ")
     retry_backoff_s: float = 0.2
     request_timeout_ms: int = 30000

@@ -130,15 +130,21 @@ class TriageHandlers:
         self.open_incidents.set(sum(1 for _ in self.book.open_incidents()))
 
 
-def register(runtime: ServiceRuntime, triage: Triage, *, instance_id: str) -> TriageHandlers:
+def register(
+    runtime: ServiceRuntime, triage: Triage, *, instance_id: str,
+    alert_fetch_max_wait_ms: int | None = None,
+) -> TriageHandlers:
     """Wire triage into a runtime: restore hook, subscriptions and the read-only HTTP API."""
     handlers = TriageHandlers(runtime, triage)
     bus = runtime.bus
     bus.declare_outputs(OUTPUT_TOPICS)
     runtime.on_start.append(handlers.restore)
-    bus.subscribe_batch(Topic.ALERT_RECEIVED, handlers.on_alerts, group=ALERT_GROUP)
+    bus.subscribe_batch(Topic.ALERT_RECEIVED, handlers.on_alerts, group=ALERT_GROUP,
+                        fetch_max_wait_ms=alert_fetch_max_wait_ms)
+    # Mostly triage's own outputs coming back, already applied: no hurry.
     bus.subscribe_batch(
-        STATE_TOPICS, handlers.on_lifecycle, group=f"triage-state-{instance_id}"
+        STATE_TOPICS, handlers.on_lifecycle, group=f"triage-state-{instance_id}",
+        fetch_max_wait_ms=bus.settings.background_fetch_max_wait_ms,
     )
 
     @runtime.http.get("/incidents", tags=["triage"], summary="Incidents triage tracks as open")

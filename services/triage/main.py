@@ -49,7 +49,8 @@ def create_runtime(
         clock=clock or SystemClock(settings.time_scale),
         correlation_window=triage.correlation_window(settings),
     )
-    register(runtime, engine, instance_id=triage.instance_id)
+    register(runtime, engine, instance_id=triage.instance_id,
+             alert_fetch_max_wait_ms=triage.alert_fetch_max_wait_ms)
     return runtime
 
 

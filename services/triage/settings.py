@@ -33,6 +33,11 @@ class TriageSettings(BaseSettings):
     catalog_path: str | None = Field(
         None, description="service catalog YAML; default <IR_CONFIG_DIR>/catalog.yaml"
     )
+    alert_fetch_max_wait_ms: int = Field(
+        20, ge=1,
+        description="poll interval of the alert consumer: alert -> incident latency floor on "
+        "Tansu (which does not wake a waiting fetch); cheap, alert.received has 12 partitions",
+    )
     instance_id: str = Field(
         default_factory=socket.gethostname,
         description="names this replica's lifecycle consumer group (each replica reads all)",
