@@ -34,6 +34,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -44,14 +45,14 @@ from fastapi.routing import APIRoute, APIRouter
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints, TypeAdapter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.delivery import EventLogUnavailableError
 from services.gateway.formats import alertmanager, generic, grafana, pagerduty
 from services.gateway.intake import AlertIntake
 from services.gateway.metrics import GatewayMetrics, outcome_of
-from services.gateway.normalise import InvalidAlertError
+from services.gateway.normalise import AlertDraft, InvalidAlertError
 from shared.domain import AlertStatus
 from shared.events import AlertReceived
 
@@ -145,13 +146,42 @@ _PAGERDUTY_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": PagerDutyInvalid, "description": "Invalid event (PagerDuty's own body)"},
 }
 
+CORRELATION_ID_MAX = 128
+CORRELATION_ID_PATTERN = r"^[!-~]+$"
 CorrelationHeader = Annotated[
     str | None,
     Header(
-        alias="X-Correlation-ID", max_length=128, pattern=r"^[!-~]+$",
+        alias="X-Correlation-ID", max_length=CORRELATION_ID_MAX, pattern=CORRELATION_ID_PATTERN,
         description="ties these alerts to the sender's own id; else derived from the fingerprint",
     ),
 ]
+# The same constraints for `front.AlertFront`, which validates the header itself.
+CORRELATION_ID: TypeAdapter[str] = TypeAdapter(
+    Annotated[str, StringConstraints(max_length=CORRELATION_ID_MAX, pattern=CORRELATION_ID_PATTERN)]
+)
+
+
+@dataclass(frozen=True)
+class AlertRoute:
+    """One alert webhook: its source name, body model and how the body becomes drafts."""
+
+    source: str
+    model: type[BaseModel]
+    to_drafts: Callable[[Any], list[AlertDraft]]
+    truncated: Callable[[Any], int] = lambda _: 0
+
+
+ALERT_ROUTES: dict[str, AlertRoute] = {
+    "/alerts/alertmanager": AlertRoute(
+        alertmanager.SOURCE, alertmanager.AlertmanagerWebhook, alertmanager.to_drafts,
+        lambda webhook: webhook.truncated_alerts,
+    ),
+    "/alerts/grafana": AlertRoute(
+        grafana.SOURCE, grafana.GrafanaWebhook, grafana.to_drafts,
+        lambda webhook: webhook.truncated_alerts,
+    ),
+    "/alerts/generic": AlertRoute(generic.SOURCE, generic.GenericAlerts, generic.to_drafts),
+}
 
 
 # --- errors ----------------------------------------------------------------------
@@ -164,8 +194,9 @@ def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[str]:
         loc = list(error.get("loc", ()))
         if error.get("type") == "json_invalid":
             reason = (error.get("ctx") or {}).get("error", "")
-            position = loc[1] if len(loc) > 1 else "?"
-            out.append(f"body: invalid JSON ({reason} at character {position})")
+            if len(loc) > 1:  # FastAPI's: the character position in loc
+                reason = f"{reason} at character {loc[1]}"
+            out.append(f"body: invalid JSON ({reason})")  # pydantic's: line and column in it
             continue
         out.append(f"{_path(loc)}: {error.get('msg', 'invalid')}")
     return out
@@ -237,21 +268,34 @@ _BEARER = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 
 
-def _token_ok(tokens: Sequence[str], credentials: HTTPAuthorizationCredentials | None) -> bool:
+UNAUTHORIZED = "missing or invalid bearer token"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (as FastAPI's HTTPBearer reads it)."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def token_ok(tokens: Sequence[str], given_token: str | None) -> bool:
+    """Whether given_token is one of tokens (always, when none are configured)."""
     if not tokens:
         return True
-    if credentials is None:
+    if given_token is None:
         return False
-    given = credentials.credentials.encode()
+    given = given_token.encode()
     # Check every token (no early exit) so timing does not reveal which one nearly matched.
     matches = [hmac.compare_digest(given, token.encode()) for token in tokens]
     return any(matches)
 
 
+def _credentials(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    return credentials.credentials if credentials is not None else None
+
+
 def _unauthorized() -> HTTPException:
-    return HTTPException(
-        401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
-    )
+    return HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
 @contextlib.contextmanager
@@ -299,7 +343,27 @@ class RequestMetrics:
 # --- routes ----------------------------------------------------------------------------
 
 
+async def admit(
+    route: AlertRoute,
+    payload: BaseModel,
+    intake: AlertIntake,
+    metrics: GatewayMetrics,
+    *,
+    correlation_id: str | None,
+    trace_headers: Mapping[str, str],
+) -> list[AlertReceived]:
+    """A validated webhook body into the log: drafts, then intake (both HTTP paths share it)."""
+    drafts = route.to_drafts(payload)
+    _note_truncation(metrics, route.source, route.truncated(payload))
+    with sender_trace(trace_headers):
+        return await intake.accept(drafts, source=route.source, correlation_id=correlation_id)
+
+
 def _accepted(alerts: list[AlertReceived]) -> Response:
+    return Response(accepted_body(alerts), status_code=202, media_type="application/json")
+
+
+def accepted_body(alerts: list[AlertReceived]) -> bytes:
     """The `AlertsAccepted` body, serialised straight from the events (one per alert)."""
     body = {
         "status": "accepted",
@@ -312,7 +376,7 @@ def _accepted(alerts: list[AlertReceived]) -> Response:
             for a in alerts
         ],
     }
-    return Response(orjson.dumps(body), status_code=202, media_type="application/json")
+    return orjson.dumps(body)
 
 
 def install(
@@ -330,11 +394,11 @@ def install(
     routing_keys = frozenset(routing_services)
     conditions = memory or pagerduty.ConditionMemory()
     async def require_token(credentials: Credentials) -> None:
-        if not _token_ok(tokens, credentials):
+        if not token_ok(tokens, _credentials(credentials)):
             raise _unauthorized()
 
     async def require_token_unless_routing_keys(credentials: Credentials) -> None:
-        if not routing_keys and not _token_ok(tokens, credentials):
+        if not routing_keys and not token_ok(tokens, _credentials(credentials)):
             raise _unauthorized()
 
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -368,13 +432,10 @@ def install(
         ],
         correlation_id: CorrelationHeader = None,
     ) -> Response:
-        drafts = alertmanager.to_drafts(webhook)
-        _note_truncation(metrics, alertmanager.SOURCE, webhook.truncated_alerts)
-        with sender_trace(request.headers):
-            accepted = await intake.accept(
-                drafts, source=alertmanager.SOURCE, correlation_id=correlation_id
-            )
-        return _accepted(accepted)
+        return _accepted(await admit(
+            ALERT_ROUTES["/alerts/alertmanager"], webhook, intake, metrics,
+            correlation_id=correlation_id, trace_headers=request.headers,
+        ))
 
     @alerts.post(
         "/alerts/grafana",
@@ -398,13 +459,10 @@ def install(
         ],
         correlation_id: CorrelationHeader = None,
     ) -> Response:
-        drafts = grafana.to_drafts(webhook)
-        _note_truncation(metrics, grafana.SOURCE, webhook.truncated_alerts)
-        with sender_trace(request.headers):
-            accepted = await intake.accept(
-                drafts, source=grafana.SOURCE, correlation_id=correlation_id
-            )
-        return _accepted(accepted)
+        return _accepted(await admit(
+            ALERT_ROUTES["/alerts/grafana"], webhook, intake, metrics,
+            correlation_id=correlation_id, trace_headers=request.headers,
+        ))
 
     @alerts.post(
         "/alerts/generic",
@@ -431,11 +489,10 @@ def install(
         ],
         correlation_id: CorrelationHeader = None,
     ) -> Response:
-        with sender_trace(request.headers):
-            accepted = await intake.accept(
-                generic.to_drafts(batch), source=generic.SOURCE, correlation_id=correlation_id
-            )
-        return _accepted(accepted)
+        return _accepted(await admit(
+            ALERT_ROUTES["/alerts/generic"], batch, intake, metrics,
+            correlation_id=correlation_id, trace_headers=request.headers,
+        ))
 
     events_v2 = APIRouter(
         tags=["pagerduty"], route_class=PagerDutyRoute,

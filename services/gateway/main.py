@@ -33,6 +33,7 @@ from fastapi import FastAPI
 
 from services.gateway import api, workers
 from services.gateway.delivery import AlertDelivery
+from services.gateway.front import AlertFront
 from services.gateway.intake import AlertIntake
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
@@ -101,6 +102,11 @@ def create_runtime(
         routing_services=gateway.routing_services(),
         retry_after_s=gateway.retry_after_s,
     )
+    # The server in front of the app: alert webhooks without FastAPI's per-request cost.
+    runtime.components["asgi"] = AlertFront(
+        app, intake=intake, metrics=metrics, tokens=gateway.tokens,
+        max_body_bytes=gateway.max_body_bytes, retry_after_s=gateway.retry_after_s,
+    )
     runtime.background.append(delivery.connect)
     if not gateway.tokens:
         log.warning("IR_GATEWAY_TOKENS is not set: the gateway accepts unauthenticated alerts")
@@ -122,7 +128,7 @@ class GatewayServer:
     def __init__(self, runtime: ServiceRuntime, *, host: str | None = None, port: int = 0) -> None:
         self.runtime = runtime
         config = uvicorn.Config(
-            runtime.http,
+            runtime.components.get("asgi", runtime.http),
             host=host or runtime.settings.http_host,
             port=port,
             log_config=None,
