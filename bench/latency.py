@@ -53,7 +53,7 @@ from bench.harness import (
     self_usage,
 )
 from bench.loadgen import LoadJob
-from bench.observe import BULK_TOPICS, OUTCOME_TOPICS, EventTail, PipelineLog
+from bench.observe import BULK_TOPICS, OUTCOME_TOPICS, EventTail, PipelineLog, read_log
 from bench.procstat import ProcessSampler
 from bench.scenarios import LatencySpec, generate_latency_plan, write_plan
 from bench.scoring import pipeline_latency
@@ -101,13 +101,9 @@ async def measure_rate(
     stack = BenchStack(work / f"rate-{int(rate)}", config_dir=config_dir, services=services,
                        log_level=args.log_level)
     await asyncio.to_thread(stack.start)
-    tails: list[EventTail] = []
+    tail: EventTail | None = None
     try:
-        log = PipelineLog()
-        tails.append(await EventTail(stack.bootstrap, topics=BULK_TOPICS, log=log,
-                                     fetch_max_wait_ms=500, fetch_min_bytes=256 * 1024).start())
-        tail = await EventTail(stack.bootstrap, topics=OUTCOME_TOPICS, log=log).start()
-        tails.append(tail)
+        tail = await EventTail(stack.bootstrap, topics=OUTCOME_TOPICS).start()
         sampler = ProcessSampler()
         for name, pid in stack.pids().items():
             sampler.watch(name, pid)
@@ -124,26 +120,26 @@ async def measure_rate(
         detection_ids = {row[3] for row in accepted if row[0] in detections}
         want_notified = not args.no_escalation
 
-        def finished(log: PipelineLog) -> bool:
-            if not event_ids <= log.membership.keys():
-                return False
+        def outcomes(log: PipelineLog) -> bool:
             if not detection_ids <= log.classified_by_alert.keys():
                 return False
-            if want_notified:
-                incidents = {i for e in detection_ids for i in log.membership.get(e, {})}
-                return incidents <= log.notified_first.keys()
-            return True
+            incidents = {log.classified_incident[e] for e in detection_ids}
+            return not want_notified or incidents <= log.notified_first.keys()
 
-        drained = await tail.wait_for(finished, timeout_s=args.drain_timeout, idle_s=30)
+        outcomes_seen = await tail.wait_for(outcomes, timeout_s=args.drain_timeout)
         sampler.stop()
+        # The bulk, read now that nothing is measured (see bench/observe.py).
+        bulk = await read_log(stack.bootstrap, topics=BULK_TOPICS)
+        log = tail.log
+        drained = outcomes_seen and event_ids <= bulk.membership.keys()
         figures = pipeline_latency(
-            accepted=accepted, detections=detections, received=log.received,
-            membership=log.membership, classified_by_alert=log.classified_by_alert,
+            accepted=accepted, detections=detections, received=bulk.received,
+            membership=bulk.membership, classified_by_alert=log.classified_by_alert,
             notified_first=log.notified_first, classified_seen=log.classified_seen,
         )
     finally:
-        for running in tails:
-            await running.stop()
+        if tail is not None:
+            await tail.stop()
         await asyncio.to_thread(stack.stop)
     return {
         "rate": rate,
