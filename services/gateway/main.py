@@ -47,6 +47,7 @@ from shared.topics import Topic
 log = logging.getLogger(__name__)
 
 SERVICE = "gateway"
+WORKER_READY_WAIT_S = 30.0
 
 
 def load_catalog(path: Path) -> ServiceCatalog:
@@ -103,6 +104,7 @@ def create_runtime(
         retry_after_s=gateway.retry_after_s,
     )
     # The server in front of the app: alert webhooks without FastAPI's per-request cost.
+    runtime.components["delivery"] = delivery
     runtime.components["asgi"] = AlertFront(
         app, intake=intake, metrics=metrics, tokens=gateway.tokens,
         max_body_bytes=gateway.max_body_bytes, retry_after_s=gateway.retry_after_s,
@@ -148,9 +150,13 @@ class GatewayServer:
         """Start serving HTTP and connecting to the broker; returns once HTTP accepts requests.
 
         reuse_port binds with SO_REUSEPORT, so the workers of `IR_GATEWAY_WORKERS`
-        share the port.
+        share the port. A worker joins the port only once it reached the broker
+        (or after `WORKER_READY_WAIT_S`): the kernel would otherwise hand it new
+        connections only to answer 503 while its siblings are healthy.
         """
         self._background = [asyncio.ensure_future(hook()) for hook in self.runtime.background]
+        if reuse_port:
+            await self._wait_connected(WORKER_READY_WAIT_S)
         sockets = [self._reuse_port_socket()] if reuse_port else None
         self._serving = asyncio.create_task(self._server.serve(sockets=sockets))
         deadline = time.monotonic() + timeout_s
@@ -161,6 +167,16 @@ class GatewayServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gateway HTTP server not up within {timeout_s} s")
             await asyncio.sleep(0.02)
+
+    async def _wait_connected(self, within_s: float) -> None:
+        delivery: AlertDelivery = self.runtime.components["delivery"]
+        deadline = time.monotonic() + within_s
+        while not delivery.connected:
+            if time.monotonic() > deadline:
+                log.warning("no broker after %.0f s: joining the port anyway (answers 503)",
+                            within_s)
+                return
+            await asyncio.sleep(0.05)
 
     def _reuse_port_socket(self) -> socket.socket:
         config = self._server.config

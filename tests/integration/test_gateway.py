@@ -20,6 +20,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from services.gateway import main as gateway_main
 from services.gateway.formats import alertmanager, pagerduty
 from services.gateway.main import GatewayServer, create_runtime
 from services.gateway.settings import GatewaySettings
@@ -459,3 +460,40 @@ class TestBrokerOutage:
             await client.aclose()
             await server.stop()
             await broker.astop()
+
+
+class TestWorkerStart:
+    """A worker of IR_GATEWAY_WORKERS joins the shared port only once it reached the broker."""
+
+    async def test_worker_listens_only_when_connected_or_after_the_bound(
+        self, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Live broker: connected before listening. Dead broker: listens after the bound."""
+        monkeypatch.setattr(gateway_main, "WORKER_READY_WAIT_S", 1.0)
+        settings = ServiceSettings(config_dir=str(tmp_path), log_level="WARNING")
+        live = create_runtime(
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix,
+                                create_topics=False),
+            settings=settings, gateway=GatewaySettings(),
+        )
+        server = GatewayServer(live, host="127.0.0.1", port=free_port())
+        await server.start(reuse_port=True)
+        try:
+            assert live.components["delivery"].connected
+        finally:
+            await server.stop()
+
+        dead = create_runtime(
+            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1", request_timeout_ms=500),
+            settings=settings, gateway=GatewaySettings(),
+        )
+        server = GatewayServer(dead, host="127.0.0.1", port=free_port())
+        started = time.monotonic()
+        await server.start(reuse_port=True)
+        try:
+            assert time.monotonic() - started >= 1.0
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                assert (await client.get("/healthz")).status_code == 503
+        finally:
+            await server.stop()
