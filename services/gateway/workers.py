@@ -11,6 +11,10 @@ memory of `dedup_key` -> service is per worker; an acknowledge/resolve that
 lands on a worker that has not seen the trigger falls back to the routing
 key's bound service, as after a restart.)
 
+A worker binds the port only once it has reached the broker (or after 30 s,
+then answering 503 like a lone gateway without a broker), so a restarted
+worker does not take a share of new connections only to refuse them.
+
 The supervisor (this module) starts the workers, restarts one that dies
 (after a second, so a crash loop does not spin), forwards SIGTERM/SIGINT and
 exits when they have all stopped. `/metrics` stays one view of the gateway:
