@@ -44,7 +44,7 @@ from typing import Any, Literal
 import orjson
 
 from bench.payloads import IngestBodies, alertmanager_body, webhook_body
-from bench.rawhttp import HttpError, RawConnection, RawPool
+from bench.rawhttp import HttpError, RawPool
 from bench.scenarios import PlannedAlert, read_plan
 from bench.stats import summarize_ms
 
@@ -147,9 +147,7 @@ async def run_closed(job: LoadJob) -> LoadResult:
     """
     result = LoadResult(target=job.target, mode="closed")
     bodies = IngestBodies(job.target, job.services or ["bench-service"], job.run_id)
-    headers = {"Content-Type": "application/json"}
-    if job.token:
-        headers["Authorization"] = f"Bearer {job.token}"
+    pool = Sender(job).pool  # one kept-alive connection per sender
     seq = 0
     outcomes: list[tuple[float, float, str, int]] = []
     start = time.monotonic()
@@ -158,23 +156,22 @@ async def run_closed(job: LoadJob) -> LoadResult:
 
     async def worker() -> None:
         nonlocal seq
-        connection = RawConnection(job.url, headers, job.timeout_s)
-        try:
-            while time.monotonic() < window_end:
-                body = bodies.body(seq, job.batch)
-                seq += job.batch
-                began = time.monotonic()
-                try:
-                    status, _ = await connection.post(body)
-                    kind = "" if status in (200, 202) else f"http_{status}"
-                except HttpError as exc:
-                    kind = exc.kind
-                outcomes.append((began, time.monotonic(), kind, job.batch))
-        finally:
-            await connection.close()
+        while time.monotonic() < window_end:
+            body = bodies.body(seq, job.batch)
+            seq += job.batch
+            began = time.monotonic()
+            try:
+                status, _ = await pool.post(body)
+                kind = "" if status in (200, 202) else f"http_{status}"
+            except HttpError as exc:
+                kind = exc.kind
+            outcomes.append((began, time.monotonic(), kind, job.batch))
 
     result.started_at = time.time()
-    await asyncio.gather(*(worker() for _ in range(job.concurrency)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(job.concurrency)))
+    finally:
+        await pool.close()
     result.finished_at = time.time()
     latencies: list[float] = []
     for began, ended, kind, count in outcomes:

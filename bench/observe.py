@@ -52,13 +52,10 @@ from shared.topics import Topic, topic_name
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_CHANGES = frozenset({"alert_added", "service_added", "alert_resolved"})
-TAILED: tuple[Topic, ...] = (
-    Topic.ALERT_RECEIVED, Topic.INCIDENT_OPENED, Topic.INCIDENT_UPDATED,
-    Topic.INCIDENT_CLASSIFIED, Topic.NOTIFICATION_SENT,
-)
 MEMBERSHIP_TOPICS: tuple[Topic, ...] = (Topic.INCIDENT_OPENED, Topic.INCIDENT_UPDATED)
 BULK_TOPICS: tuple[Topic, ...] = (Topic.ALERT_RECEIVED, *MEMBERSHIP_TOPICS)
 OUTCOME_TOPICS: tuple[Topic, ...] = (Topic.INCIDENT_CLASSIFIED, Topic.NOTIFICATION_SENT)
+TAILED: tuple[Topic, ...] = (*BULK_TOPICS, *OUTCOME_TOPICS)
 
 
 def epoch(value: str) -> float:
@@ -155,14 +152,13 @@ class EventTail:
         *,
         fetch_max_wait_ms: int = 50,
         fetch_min_bytes: int = 1,
-        log: PipelineLog | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.topics = topics
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_min_bytes = fetch_min_bytes
-        self.log = log or PipelineLog()  # tails may share one log
+        self.log = PipelineLog()
         self.records = 0
         self._by_name = {topic_name(t, prefix): t for t in topics}
         self._task: asyncio.Task[None] | None = None

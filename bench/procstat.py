@@ -29,12 +29,21 @@ def _stat_fields(pid: int) -> list[str] | None:
     return stat.rsplit(")", 1)[1].split()
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live process below pid (the workers of a supervisor such as the gateway's)."""
-    children: dict[int, list[int]] = {}
+Children = dict[int, list[int]]
+
+
+def children_map() -> Children:
+    """Parent pid -> child pids of every live process (one scan of /proc)."""
+    children: Children = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int, children: Children | None = None) -> list[int]:
+    """Every live process below pid (the workers of a supervisor such as the gateway's)."""
+    children = children_map() if children is None else children
     out: list[int] = []
     queue = [pid]
     while queue:
@@ -44,10 +53,10 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int, children: Children | None = None) -> float | None:
     """user + system CPU seconds of pid and its live descendants so far; None when pid is gone."""
     total = 0.0
-    for index, member in enumerate((pid, *descendants(pid))):
+    for index, member in enumerate((pid, *descendants(pid, children))):
         fields = _stat_fields(member)
         if fields is None:
             if index == 0:
@@ -57,10 +66,10 @@ def cpu_seconds(pid: int) -> float | None:
     return total
 
 
-def memory_mb(pid: int) -> tuple[float, float] | None:
+def memory_mb(pid: int, children: Children | None = None) -> tuple[float, float] | None:
     """(RSS, peak RSS) in MB of pid and its descendants (summed); None when pid is gone."""
     rss = peak = 0.0
-    for index, member in enumerate((pid, *descendants(pid))):
+    for index, member in enumerate((pid, *descendants(pid, children))):
         try:
             status = Path(f"/proc/{member}/status").read_text()
         except OSError:
@@ -108,9 +117,10 @@ class ProcessSampler:
     def start(self) -> ProcessSampler:
         """Open the window and sample in the background."""
         self._started = time.monotonic()
+        children = children_map()
         with self._lock:
             for track in self._tracks.values():
-                track.cpu_start = track.cpu_last = cpu_seconds(track.pid)
+                track.cpu_start = track.cpu_last = cpu_seconds(track.pid, children)
         self._thread = threading.Thread(target=self._run, name="proc-sampler", daemon=True)
         self._thread.start()
         return self
@@ -147,12 +157,13 @@ class ProcessSampler:
             self._sample()
 
     def _sample(self) -> None:
+        children = children_map()  # one scan of /proc per sample, not two per process
         with self._lock:
             for track in self._tracks.values():
-                cpu = cpu_seconds(track.pid)
+                cpu = cpu_seconds(track.pid, children)
                 if cpu is not None:
                     track.cpu_last = cpu
-                memory = memory_mb(track.pid)
+                memory = memory_mb(track.pid, children)
                 if memory is not None:
                     track.rss_mb, track.peak_mb = memory
                     track.samples.append(memory[0])

@@ -357,21 +357,12 @@ class EventBus:
 
         fetch_max_wait_ms overrides the settings' value (see `KafkaSettings`).
         """
-        wait_ms = fetch_max_wait_ms or self.settings.fetch_max_wait_ms
-        names = [self.topic(t) for t in ([topics] if isinstance(topics, Topic) else topics)]
 
         async def consume(record: Any) -> None:  # the raw ConsumerRecord (see _raw_records)
             await self._consume(record, handler, dedupe=dedupe)
 
         self.broker.subscriber(
-            *names,
-            decoder=_raw_records,
-            group_id=self.group(group),
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
-            fetch_max_wait_ms=wait_ms,
+            *self._names(topics), **self._subscriber_options(group, fetch_max_wait_ms)
         )(consume)
 
     def subscribe_batch(
@@ -390,8 +381,7 @@ class EventBus:
         returned. A batch that keeps failing is retried event by event, so one
         poison event is dead-lettered and the rest still handled.
         """
-        names = [self.topic(t) for t in ([topics] if isinstance(topics, Topic) else topics)]
-        wait_ms = fetch_max_wait_ms or self.settings.fetch_max_wait_ms
+        options = self._subscriber_options(group, fetch_max_wait_ms)
 
         async def consume(raw: Any) -> None:  # the raw records (see _raw_records)
             records: tuple[ConsumerRecord[bytes, bytes], ...] = (
@@ -400,18 +390,25 @@ class EventBus:
             await self._consume_batch(records, handler)
 
         self.broker.subscriber(
-            *names,
-            batch=True,
-            decoder=_raw_records,
-            max_records=max_records,
-            batch_timeout_ms=wait_ms,
-            group_id=self.group(group),
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
-            fetch_max_wait_ms=wait_ms,
+            *self._names(topics), batch=True, max_records=max_records,
+            batch_timeout_ms=options["fetch_max_wait_ms"], **options,
         )(consume)
+
+    def _names(self, topics: Topic | Sequence[Topic]) -> list[str]:
+        return [self.topic(t) for t in ([topics] if isinstance(topics, Topic) else topics)]
+
+    def _subscriber_options(self, group: str | None, fetch_max_wait_ms: int | None
+                            ) -> dict[str, Any]:
+        """What every subscription shares: raw records, at least once, group, timeouts."""
+        return {
+            "decoder": _raw_records,
+            "group_id": self.group(group),
+            "auto_offset_reset": "earliest",
+            "ack_policy": AckPolicy.NACK_ON_ERROR,
+            "session_timeout_ms": self.settings.session_timeout_ms,
+            "heartbeat_interval_ms": self.settings.heartbeat_interval_ms,
+            "fetch_max_wait_ms": fetch_max_wait_ms or self.settings.fetch_max_wait_ms,
+        }
 
     async def _consume_batch(
         self, records: Sequence[ConsumerRecord[bytes, bytes]], handler: BatchHandler

@@ -58,13 +58,6 @@ from shared.events import AlertReceived
 
 log = logging.getLogger(__name__)
 
-ROUTE_SOURCES: dict[str, str] = {
-    "/alerts/alertmanager": alertmanager.SOURCE,
-    "/alerts/grafana": grafana.SOURCE,
-    "/v2/enqueue": pagerduty.SOURCE,
-    "/alerts/generic": generic.SOURCE,
-}
-
 DESCRIPTION = """
 Receives alerts from monitoring systems and puts each one, normalised, on the
 `alert.received` topic of the event log, keyed by its correlation group.
@@ -182,6 +175,10 @@ ALERT_ROUTES: dict[str, AlertRoute] = {
     ),
     "/alerts/generic": AlertRoute(generic.SOURCE, generic.GenericAlerts, generic.to_drafts),
 }
+ROUTE_SOURCES: dict[str, str] = {
+    **{path: route.source for path, route in ALERT_ROUTES.items()},
+    "/v2/enqueue": pagerduty.SOURCE,
+}
 
 
 # --- errors ----------------------------------------------------------------------
@@ -213,12 +210,20 @@ def _path(loc: list[Any]) -> str:
     return path or "body"
 
 
+INVALID_PAYLOAD = "invalid alert payload"
+
+
+def unavailable_detail(exc: Exception) -> str:
+    """The 503 body's detail: nothing of the request is claimed."""
+    return f"event log unavailable, nothing was accepted: {exc}"
+
+
 async def _invalid(_: Request, exc: Exception) -> Response:
     errors = field_errors(exc.errors()) if isinstance(exc, RequestValidationError) else (
         exc.errors if isinstance(exc, InvalidAlertError) else [str(exc)]
     )
     return JSONResponse(
-        Problem(detail="invalid alert payload", errors=errors).model_dump(), status_code=422
+        Problem(detail=INVALID_PAYLOAD, errors=errors).model_dump(), status_code=422
     )
 
 
@@ -228,7 +233,7 @@ ExceptionHandler = Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 def _unavailable_handler(retry_after_s: int) -> ExceptionHandler:
     async def unavailable(_: Request, exc: Exception) -> Response:
         return JSONResponse(
-            Problem(detail=f"event log unavailable, nothing was accepted: {exc}").model_dump(),
+            Problem(detail=unavailable_detail(exc)).model_dump(),
             status_code=503,
             headers={"Retry-After": str(retry_after_s)},
         )

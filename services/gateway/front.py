@@ -114,16 +114,16 @@ class AlertFront:
         except ValidationError as exc:
             errors += api.field_errors([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
         if errors:
-            return 422, _problem("invalid alert payload", errors), []
+            return 422, _problem(api.INVALID_PAYLOAD, errors), []
         try:
             accepted = await api.admit(
                 route, payload, self.intake, self.metrics,
                 correlation_id=correlation_id, trace_headers=headers,
             )
         except InvalidAlertError as exc:
-            return 422, _problem("invalid alert payload", exc.errors), []
+            return 422, _problem(api.INVALID_PAYLOAD, exc.errors), []
         except EventLogUnavailableError as exc:
-            return 503, _problem(f"event log unavailable, nothing was accepted: {exc}"), [
+            return 503, _problem(api.unavailable_detail(exc)), [
                 (b"retry-after", str(self.retry_after_s).encode()),
             ]
         return 202, api.accepted_body(accepted), []

@@ -97,5 +97,4 @@ def _forget(metrics_dir: str, pid: int) -> None:
     """Drop a dead worker's live gauges (its counters stay: they are history)."""
     from prometheus_client import multiprocess
 
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
     multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
