@@ -199,6 +199,12 @@ def render(result: dict[str, Any], console: Console) -> None:
             )
     console.print(table)
     for run in result["runs"]:
+        windows = ", ".join(
+            f"{w['from_s']:g} s: {fmt(w['p50'])}/{fmt(w['p99'])}"
+            for w in run["latency"]["to_triaged"]["by_window"]
+        )
+        console.print(f"{run['rate']:g}/s, to_triaged p50/p99 (ms) by when sent: {windows}")
+    for run in result["runs"]:
         console.print(process_table(f"Processes at {run['rate']:g} alerts/s", run["processes"]))
         if not run["drained"]:
             console.print(f"[yellow]{run['rate']:g}/s: the pipeline did not finish within "

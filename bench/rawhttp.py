@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from urllib.parse import urlsplit
 
 
@@ -39,11 +40,26 @@ class RawConnection:
         )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._answered = False
+        self.last_used = time.monotonic()
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
-        """POST body; (status, response body). Raises HttpError."""
+        """POST body; (status, response body). Raises HttpError.
+
+        A kept-alive connection the server closed while it sat idle fails
+        before any byte of an answer arrives: the request was never read, so it
+        is sent again once on a new connection, as HTTP clients do (RFC 9112
+        9.3.1), rather than counted as an error of the receiver.
+        """
+        reused = self._writer is not None
         try:
-            return await asyncio.wait_for(self._exchange(body), self.timeout_s)
+            try:
+                return await asyncio.wait_for(self._exchange(body), self.timeout_s)
+            except (OSError, asyncio.IncompleteReadError):
+                if not reused or self._answered:
+                    raise
+                await self.close()
+                return await asyncio.wait_for(self._exchange(body), self.timeout_s)
         except TimeoutError:
             await self.close()
             raise HttpError("timeout") from None
@@ -57,8 +73,15 @@ class RawConnection:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._reader, self._writer
         assert reader is not None
+        self._answered = False
         writer.write(f"{self._head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        status_line = await reader.readuntil(b"\r\n")
+        try:
+            status_line = await reader.readuntil(b"\r\n")
+        except asyncio.IncompleteReadError as exc:
+            self._answered = bool(exc.partial)  # part of a status line is an answer begun
+            raise
+        self._answered = True
+        self.last_used = time.monotonic()
         status = int(status_line.split(b" ", 2)[1])
         raw_headers = await reader.readuntil(b"\r\n\r\n")
         headers = {}
@@ -91,7 +114,14 @@ class RawConnection:
 
 
 class RawPool:
-    """Up to `size` kept-alive connections to one URL, reused most-recent first."""
+    """Up to `size` kept-alive connections to one URL, reused most-recent first.
+
+    A connection idle for `max_idle_s` is closed instead of reused: servers
+    close idle keep-alive connections (uvicorn after 5 s), and most-recent-first
+    reuse leaves the pool's bottom connections idle for long stretches.
+    """
+
+    max_idle_s = 4.0
 
     def __init__(self, url: str, headers: dict[str, str], timeout_s: float, size: int) -> None:
         self.url = url
@@ -105,6 +135,8 @@ class RawPool:
         async with self._slots:
             connection = (self._free.pop() if self._free
                           else RawConnection(self.url, self.headers, self.timeout_s))
+            if time.monotonic() - connection.last_used > self.max_idle_s:
+                await connection.close()
             try:
                 return await connection.post(body)
             finally:

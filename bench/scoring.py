@@ -143,6 +143,7 @@ def pipeline_latency(
     classified_by_alert: Mapping[str, float],
     notified_first: Mapping[str, float],
     classified_seen: Mapping[str, float] | None = None,
+    window_s: float = 10.0,
 ) -> dict[str, Any]:
     """Latency percentiles (ms) from the generator's send time and from the gateway's receipt.
 
@@ -152,6 +153,10 @@ def pipeline_latency(
     time the request spent reaching the gateway's handler. `seen_from_sent`
     (classification) is when the harness's own consumer read the event: the
     event's timestamp is triage's decision time, before its publish.
+
+    `to_triaged.by_window` splits the triage latency by when the alert was
+    sent, window_s at a time: a broker whose cost grows with what it holds
+    (Tansu's memory engine) shows as latency climbing over the run.
     """
     seen = classified_seen or {}
     classified_seen_ms: list[float] = []
@@ -164,6 +169,8 @@ def pipeline_latency(
     notified_sent: list[float] = []
     notified_recv: list[float] = []
     untriaged = unclassified = unnotified = 0
+    start = min((row[1] for row in accepted), default=0.0)
+    windows: dict[int, list[float]] = {}
     for bench_id, sent, acked, event_id in accepted:
         accept.append((acked - sent) * 1000)
         got = received.get(event_id)
@@ -175,6 +182,7 @@ def pipeline_latency(
             continue
         triaged = min(incidents.values())
         triaged_sent.append((triaged - sent) * 1000)
+        windows.setdefault(int((sent - start) // window_s), []).append(triaged_sent[-1])
         if got is not None:
             triaged_recv.append((triaged - got) * 1000)
         if bench_id not in detections:
@@ -201,7 +209,11 @@ def pipeline_latency(
         "sent_to_gateway_ms": summarize_ms(to_gateway),
         "to_triaged": {"from_sent_ms": summarize_ms(triaged_sent),
                        "from_received_ms": summarize_ms(triaged_recv),
-                       "missing": untriaged},
+                       "missing": untriaged,
+                       "by_window": [
+                           {"from_s": n * window_s, **summarize_ms(values)}
+                           for n, values in sorted(windows.items())
+                       ]},
         "to_classified": {"from_sent_ms": summarize_ms(classified_sent),
                           "from_received_ms": summarize_ms(classified_recv),
                           "seen_from_sent_ms": summarize_ms(classified_seen_ms),

@@ -352,17 +352,20 @@ class EventBus:
         group: str | None = None,
         dedupe: bool = True,
         fetch_max_wait_ms: int | None = None,
+        background: bool = False,
     ) -> None:
         """Register handler for every event of topics, at least once, with DLQ and dedupe.
 
-        fetch_max_wait_ms overrides the settings' value (see `KafkaSettings`).
+        fetch_max_wait_ms overrides the settings' value; background makes the
+        subscription fetch a few times a second at most (see `KafkaSettings`).
         """
 
         async def consume(record: Any) -> None:  # the raw ConsumerRecord (see _raw_records)
             await self._consume(record, handler, dedupe=dedupe)
 
         self.broker.subscriber(
-            *self._names(topics), **self._subscriber_options(group, fetch_max_wait_ms)
+            *self._names(topics),
+            **self._subscriber_options(group, fetch_max_wait_ms, background=background),
         )(consume)
 
     def subscribe_batch(
@@ -373,6 +376,7 @@ class EventBus:
         group: str | None = None,
         max_records: int = 500,
         fetch_max_wait_ms: int | None = None,
+        background: bool = False,
     ) -> None:
         """Register handler for batches of events (high-volume topics), at least once.
 
@@ -381,7 +385,7 @@ class EventBus:
         returned. A batch that keeps failing is retried event by event, so one
         poison event is dead-lettered and the rest still handled.
         """
-        options = self._subscriber_options(group, fetch_max_wait_ms)
+        options = self._subscriber_options(group, fetch_max_wait_ms, background=background)
 
         async def consume(raw: Any) -> None:  # the raw records (see _raw_records)
             records: tuple[ConsumerRecord[bytes, bytes], ...] = (
@@ -397,10 +401,13 @@ class EventBus:
     def _names(self, topics: Topic | Sequence[Topic]) -> list[str]:
         return [self.topic(t) for t in ([topics] if isinstance(topics, Topic) else topics)]
 
-    def _subscriber_options(self, group: str | None, fetch_max_wait_ms: int | None
-                            ) -> dict[str, Any]:
+    def _subscriber_options(self, group: str | None, fetch_max_wait_ms: int | None, *,
+                            background: bool = False) -> dict[str, Any]:
         """What every subscription shares: raw records, at least once, group, timeouts."""
+        if background:
+            fetch_max_wait_ms = self.settings.background_fetch_max_wait_ms
         return {
+            "fetch_min_bytes": self.settings.background_fetch_min_bytes if background else 1,
             "decoder": _raw_records,
             "group_id": self.group(group),
             "auto_offset_reset": "earliest",

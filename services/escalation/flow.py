@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -125,6 +125,20 @@ class EscalationFlow:
         incident = self.book.apply(event)
         if incident is not None:
             await self.act(incident.incident_id)
+
+    async def handle_batch(self, events: Sequence[Event]) -> None:
+        """Fold a batch of live events into the book in order, then act once per incident.
+
+        A storm brings one `incident.updated` per alert; acting after each of
+        them repeated the same planning hundreds of times a second for nothing.
+        """
+        touched: dict[str, None] = {}
+        for event in events:
+            incident = self.book.apply(event)
+            if incident is not None:
+                touched[incident.incident_id] = None
+        for incident_id in touched:
+            await self.act(incident_id)
 
     async def tick(self) -> None:
         """Act on every incident whose deadlines or deliveries may be due."""

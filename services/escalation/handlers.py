@@ -11,10 +11,8 @@ harmless.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 from services.escalation.flow import EscalationFlow
-from shared.events import Event
 from shared.runtime import ServiceRuntime
 from shared.topics import Topic
 
@@ -29,6 +27,9 @@ INPUT_TOPICS: tuple[Topic, ...] = (
     Topic.RUNBOOK_FAILED,
     Topic.RUNBOOK_ROLLED_BACK,
 )
+# What escalation acts on promptly; the rest only updates what it knows.
+BACKGROUND_TOPICS: tuple[Topic, ...] = (Topic.INCIDENT_UPDATED,)
+PROMPT_TOPICS: tuple[Topic, ...] = tuple(t for t in INPUT_TOPICS if t not in BACKGROUND_TOPICS)
 OUTPUT_TOPICS: tuple[Topic, ...] = (
     Topic.ESCALATION_TRIGGERED,
     Topic.NOTIFICATION_SENT,
@@ -53,11 +54,13 @@ def register(runtime: ServiceRuntime, flow: EscalationFlow, *, tick_s: float) ->
     runtime.background.append(deadlines)
     runtime.on_stop.append(flow.aclose)
 
-    async def handle_batch(events: Sequence[Event]) -> None:
-        # Batches: an alert storm turns into one incident.updated per alert, and
-        # committing each one alone kept a new incident's first page waiting
-        # seconds behind them at 1,000 alerts/s. Events are still handled in order.
-        for event in events:
-            await flow.handle(event)
-
-    bus.subscribe_batch(INPUT_TOPICS, handle_batch)
+    # Batches: an alert storm turns into one incident.updated per alert, and
+    # committing each one alone kept a new incident's first page waiting seconds
+    # behind them at 1,000 alerts/s. Updates are read in the background (their
+    # own group, a few fetches a second): the notices they can cause (new
+    # services, a severity change) may wait half a second, while fetching them
+    # as fast as they came cost the broker more than any other consumer. The
+    # pages of new incidents and acknowledgements stay prompt.
+    bus.subscribe_batch(PROMPT_TOPICS, flow.handle_batch)
+    bus.subscribe_batch(BACKGROUND_TOPICS, flow.handle_batch,
+                        group=f"{bus.service}.updates", background=True)

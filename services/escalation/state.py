@@ -263,9 +263,19 @@ def _flag(incident: IncidentEscalation, event: Event, texts: tuple[str, ...]) ->
 
 
 def _severity(incident: IncidentEscalation, event: Event, severity: Severity) -> None:
+    """Take a worse severity (a rise after the first page is escalated); ignore a milder one.
+
+    Triage never lowers severity while an incident is open, and it reports each
+    rise twice (`incident.classified` and `incident.updated(severity_changed)`),
+    which arrive on different topics in either order; a milder value is such an
+    echo, arriving late, and must neither lower the severity nor make the next
+    echo look like a new rise.
+    """
     previous = incident.severity
+    if previous is not None and not severity.is_worse_than(previous):
+        return
     incident.severity = severity
-    if previous is not None and severity.is_worse_than(previous) and incident.tier >= 1:
+    if previous is not None and incident.tier >= 1:
         incident.queue(event.event_id, "severity_increase",
                        f"severity increased from {previous} to {severity}", event.occurred_at)
 

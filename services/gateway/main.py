@@ -40,7 +40,7 @@ from services.gateway.settings import GatewaySettings
 from shared.catalog import ServiceCatalog
 from shared.clock import Clock, SystemClock
 from shared.observability import setup_logging
-from shared.runtime import ServiceRuntime, build_runtime, run_loop
+from shared.runtime import ServiceRuntime, build_runtime, run_loop, settle_heap
 from shared.settings import KafkaSettings, ServiceSettings
 from shared.topics import Topic
 
@@ -210,6 +210,7 @@ async def serve(runtime: ServiceRuntime, port: int, *, reuse_port: bool = False)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
     await server.start(reuse_port=reuse_port)
+    settle_heap()
     log.info("gateway listening on %s", server.url)
     await stop_requested.wait()
     log.info("gateway stopping")

@@ -143,8 +143,7 @@ def register(
                         fetch_max_wait_ms=alert_fetch_max_wait_ms)
     # Mostly triage's own outputs coming back, already applied: no hurry.
     bus.subscribe_batch(
-        STATE_TOPICS, handlers.on_lifecycle, group=f"triage-state-{instance_id}",
-        fetch_max_wait_ms=bus.settings.background_fetch_max_wait_ms,
+        STATE_TOPICS, handlers.on_lifecycle, group=f"triage-state-{instance_id}", background=True,
     )
 
     @runtime.http.get("/incidents", tags=["triage"], summary="Incidents triage tracks as open")

@@ -337,3 +337,51 @@ class TestEscalation:
         alice = [n for n in world.of(NotificationSent) if n.recipient == "alice"]
         assert sorted(n.channel for n in alice) == ["email", "webhook"]
         assert len(world.mails_to("bob@example.com")) == 1
+
+
+class TestUpdates:
+    """incident.updated arrives on its own, background subscription: it still escalates."""
+
+    async def test_new_service_then_worse_severity_escalate_after_the_first_page(
+        self, world: World
+    ) -> None:
+        """At time scale 0.02 (settle window 2.4 s, tier 2 by the ladder 18 s after open),
+        an incident opened 3 s ago (past the settle window) as SEV3 is paged; a
+        `service_added` update then escalates to tier 2 (new_services) and a
+        `severity_changed` to SEV1 to tier 3 (severity_increase), each within a few seconds
+        although updates are fetched in the background."""
+        opened_at = datetime.now(UTC) - timedelta(seconds=3)
+        async with running(world, time_scale=0.02) as runtime:
+            await world.publish(
+                world.script.opened(("payments",), occurred_at=opened_at),
+                world.script.classified(Severity.SEV3, occurred_at=opened_at))
+            await until(lambda: world.mails_to("alice@example.com"), "the first page")
+            assert world.escalations() == [(1, "initial")]
+
+            joined = world.script.updated("service_added", services=("payments", "checkout"),
+                                          new_services=("checkout",))
+            await world.publish(joined)
+            await until(lambda: len(world.escalations()) >= 2, "tier 2 after service_added",
+                        timeout=10)
+            await until(lambda: world.mails_to("dave@example.com")
+                        and world.mails_to("bob@example.com"), "tier-2 pages", timeout=10)
+
+            worse = world.script.updated("severity_changed", severity=Severity.SEV1,
+                                         services=("payments", "checkout"))
+            await world.publish(worse)
+            await until(lambda: len(world.escalations()) >= 3, "tier 3 after severity_changed",
+                        timeout=10)
+            await until(lambda: world.mails_to("erin@example.com")
+                        and world.mails_to("grace@example.com"), "tier-3 pages", timeout=10)
+            assert world.handled(runtime, Topic.INCIDENT_UPDATED) >= 2
+
+        tier2, tier3 = world.of(EscalationTriggered)[1:3]
+        assert (tier2.tier, tier2.trigger, tier2.causation_id) == (2, "new_services", joined.event_id)
+        assert "checkout" in tier2.reason
+        assert tier2.targets == ("dave", "bob")
+        assert (tier3.tier, tier3.trigger, tier3.causation_id) == (
+            3, "severity_increase", worse.event_id)
+        assert tier3.targets == ("erin", "grace")
+        assert world.escalations() == [(1, "initial"), (2, "new_services"), (3, "severity_increase")]
+        assert len(world.mails_to("alice@example.com")) == 1
+        assert "[SEV1]" in str(world.mails_to("erin@example.com")[0]["Subject"])

@@ -23,6 +23,7 @@ from shared.events import (
     AlertReceived,
     Event,
     IncidentOpened,
+    IncidentUpdated,
     derive_event_id,
     parse_event,
 )
@@ -293,6 +294,38 @@ class TestBatches:
         records = await read_topic(kafka_bootstrap, bus.topic(Topic.INCIDENT_OPENED), 300)
         titles = [parse_event(r.value).title for r in records]  # type: ignore[attr-defined]
         assert titles == [f"t{i}" for i in range(300)]
+
+    async def test_background_subscription_still_delivers_a_lone_small_event(
+        self, kafka_bootstrap: str, topic_prefix: str,
+        bus_factory: Callable[..., Awaitable[EventBus]],
+    ) -> None:
+        """A background batch subscription asks for 1 MiB per fetch; one event of a few
+        hundred bytes still arrives (the broker gives up waiting after the background wait),
+        and so does the next one, published once the consumer is idle."""
+        got: list[str] = []
+
+        async def handle(events: Sequence[Event]) -> None:
+            got.extend(e.event_id for e in events)
+
+        consumer = EventBus(settings(kafka_bootstrap, topic_prefix,
+                                     background_fetch_max_wait_ms=300), "background")
+        consumer.subscribe_batch(Topic.INCIDENT_UPDATED, handle, group="background.updates",
+                                 background=True)
+        await consumer.start()
+        try:
+            producer = await bus_factory("background-producer")
+            events = [sample_event(IncidentUpdated, detail=f"lone {n}") for n in range(2)]
+            for n, event in enumerate(events):
+                assert len(event.model_dump_json()) < consumer.settings.background_fetch_min_bytes
+                await producer.publish(event)
+
+                def arrived(count: int = n + 1) -> bool:
+                    return len(got) >= count
+
+                await wait_for(arrived, 20.0, f"lone event {n}")
+            assert got == [e.event_id for e in events]
+        finally:
+            await consumer.stop()
 
 
 async def read_until(bootstrap: str, name: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,9 @@ from services.escalation.notifiers.base import Outbound
 from services.escalation.notifiers.email import EmailNotifier, message_id
 from services.escalation.testing import Drill
 from shared.domain import Severity
-from shared.events import EscalationTriggered, NotificationSent
+from shared.events import AlertReceived, EscalationTriggered, Event, NotificationSent
 from shared.redaction import PatternRedactor
+from tests.samples import sample_event
 
 pytestmark = pytest.mark.unit
 
@@ -228,3 +230,115 @@ class TestShutdown:
         drill.restart()
         await drill.flow.tick()
         assert [m.recipient for m in drill.email.sent] == ["alice"]
+
+
+async def feed_batch(drill: Drill, *events: Event) -> None:
+    """Publish events to the log, then deliver them to the flow as one batch (like the bus)."""
+    for event in events:
+        await drill.log.publish(event)
+    await drill.flow.handle_batch(events)
+
+
+def outputs(drill: Drill) -> list[dict[str, Any]]:
+    """What the flow wrote to the log, in order (the inputs are left out)."""
+    return [e.model_dump() for e in drill.log.events if e.producer == "escalation"]
+
+
+def count_acts(drill: Drill) -> list[str]:
+    """Wrap drill.flow.act to record the incident of every call (in call order)."""
+    calls: list[str] = []
+    act = drill.flow.act
+
+    async def counting(incident_id: str) -> None:
+        calls.append(incident_id)
+        await act(incident_id)
+
+    drill.flow.act = counting  # type: ignore[method-assign]
+    return calls
+
+
+class TestBatches:
+    """A batch of live events is folded in order, then acted on once per incident."""
+
+    @staticmethod
+    def _opening(drill: Drill) -> list[Event]:
+        """opened + classified + several updates that change nothing a page shows."""
+        script = drill.script()
+        services = ("payments", "checkout")
+        return [
+            script.opened(services),
+            script.classified(Severity.SEV1, ("payments is tier 1", "error rate 35%")),
+            *(script.updated("alert_added", services=services, detail=f"alert {n} joined")
+              for n in range(3)),
+            script.updated("service_added", services=services, new_services=("payments",)),
+        ]
+
+    @staticmethod
+    def _joining(drill: Drill) -> list[Event]:
+        """Past the settle window: a new service joins, then more alerts of it."""
+        script = drill.script()
+        services = ("payments", "checkout", "storefront")
+        return [
+            script.updated("service_added", services=services, new_services=("storefront",)),
+            *(script.updated("alert_added", services=services, detail=f"alert {n} joined")
+              for n in range(3)),
+        ]
+
+    async def test_a_batch_pages_like_the_same_events_one_by_one(self) -> None:
+        """Opening batch, then a batch adding a service past the settle window: the same
+        escalations, deliveries and messages as handling every event on its own."""
+        one_by_one, batched = Drill(), Drill()
+        await one_by_one.feed(*self._opening(one_by_one))
+        await feed_batch(batched, *self._opening(batched))
+        assert batched.escalations() == [(1, "initial")]
+        assert [m.recipient for m in batched.email.sent] == ["alice"]
+        assert outputs(batched) == outputs(one_by_one)
+
+        for drill in (one_by_one, batched):
+            await drill.run_until(3 * MIN)
+        await one_by_one.feed(*self._joining(one_by_one))
+        await feed_batch(batched, *self._joining(batched))
+        assert batched.escalations() == [(1, "initial"), (2, "new_services")]
+        assert outputs(batched) == outputs(one_by_one)
+        assert batched.email.sent == one_by_one.email.sent
+        assert batched.webhook.sent == one_by_one.webhook.sent
+        assert len(batched.log.of(NotificationSent)) == len(
+            one_by_one.log.of(NotificationSent)) > 2
+
+    async def test_acts_once_per_incident_in_first_touched_order(self) -> None:
+        """Two incidents interleaved in one batch: act runs twice, the one touched first
+        first, and both are paged."""
+        drill = Drill()
+        calls = count_acts(drill)
+        first, second = drill.script("INC-000002"), drill.script("INC-000001")
+        await feed_batch(
+            drill,
+            first.opened(), second.opened(),
+            second.classified(Severity.SEV1), first.classified(Severity.SEV1),
+            first.updated("alert_added", detail="again"),
+            second.updated("alert_added", detail="again"),
+            first.updated("alert_added", detail="and again"),
+        )
+        assert calls == ["INC-000002", "INC-000001"]
+        assert sorted(e.incident_id or "" for e in drill.log.of(EscalationTriggered)) == [
+            "INC-000001", "INC-000002"]
+
+        await feed_batch(drill, second.updated("alert_added", detail="later"))
+        assert calls == ["INC-000002", "INC-000001", "INC-000001"]
+
+    async def test_events_the_book_ignores_cause_no_act(self) -> None:
+        """Events without an incident, and another producer's escalation records, are not
+        acted on; nor is an empty batch."""
+        drill = Drill()
+        calls = count_acts(drill)
+        foreign = sample_event(EscalationTriggered, producer="someone-else")
+        await feed_batch(drill, sample_event(AlertReceived), foreign,
+                         sample_event(AlertReceived))
+        await feed_batch(drill)
+        assert calls == []
+        assert outputs(drill) == []
+
+        script = drill.script()
+        await feed_batch(drill, sample_event(AlertReceived), script.opened(),
+                         script.classified(Severity.SEV2), sample_event(AlertReceived))
+        assert calls == ["INC-000001"]

@@ -177,6 +177,25 @@ class TestImmediateTriggers:
         await drill.feed(script.updated("severity_changed", severity=Severity.SEV0))
         assert drill.escalations() == [(1, "initial"), (2, "severity_increase")]
 
+    async def test_reclassification_echoes_out_of_order_escalate_once_per_rise(self) -> None:
+        """Two rises reach escalation as both reclassifications first, then both of their
+        `severity_changed` updates (the updates' topic is read in the background): the late
+        SEV2 echo neither lowers the severity nor makes the SEV1 echo a third rise."""
+        drill = Drill()
+        await open_incident(drill, Severity.SEV3)
+        script = drill.script()
+        await drill.run_until(3 * MIN)
+        await drill.feed(script.classified(Severity.SEV2, previous_severity=Severity.SEV3),
+                         script.classified(Severity.SEV1, previous_severity=Severity.SEV2))
+        assert drill.escalations() == [(1, "initial"), (2, "severity_increase"),
+                                       (3, "severity_increase")]
+        await drill.feed(script.updated("severity_changed", severity=Severity.SEV2),
+                         script.updated("severity_changed", severity=Severity.SEV1))
+        await drill.run_until(4 * MIN)
+        assert drill.escalations() == [(1, "initial"), (2, "severity_increase"),
+                                       (3, "severity_increase")]
+        assert drill.flow.book.get(script.incident_id).severity is Severity.SEV1
+
     async def test_severity_increase_before_first_page_is_folded_in(self) -> None:
         """Before anyone was paged (crash before the first page), a worse severity only makes
         the first page say so: replayed opened/SEV3/SEV0 give one page, at SEV0."""
