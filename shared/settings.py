@@ -39,7 +39,7 @@ class KafkaSettings(BaseSettings):
     # wake a waiting fetch when records arrive, so this is also the delivery
     # latency floor of every consumer hop on it; and each fetch costs it CPU per
     # partition (three idle consumers of every topic at 50 ms: 0.7 core) and,
-    # on its memory engine, per record batch already in the partition (~0.5 us
+    # on its memory engine, per record batch already in the partition (~0.65 us
     # each: a fetch late in a 1,000 alerts/s run costs milliseconds). Hot
     # subscriptions use fetch_max_wait_ms. Background ones, which only keep
     # state (triage's echo of its own lifecycle events, escalation's
