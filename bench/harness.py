@@ -20,6 +20,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -247,6 +248,24 @@ def self_usage() -> dict[str, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--bootstrap`: an existing Kafka instead of a fresh embedded broker per stack."""
+    parser.add_argument(
+        "--bootstrap", default=None, metavar="HOST:PORT",
+        help="run against this Kafka instead of a fresh embedded Tansu per stack; every "
+             "stack gets topics of its own (prefix bench-<ms>.), left for you to delete")
+
+
+def topic_prefix_for(bootstrap: str | None) -> str:
+    """Topics of a stack's own on a shared broker; a fresh embedded one needs no prefix."""
+    return "" if bootstrap is None else f"bench-{time.time_ns() // 1_000_000}."
+
+
+def broker_label(bootstrap: str | None) -> str:
+    """What the figures were measured on, for a result's config."""
+    return "embedded tansu memory://" if bootstrap is None else f"kafka at {bootstrap}"
 
 
 def host_info() -> dict[str, Any]:

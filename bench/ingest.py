@@ -35,12 +35,15 @@ from bench.harness import (
     AlertmanagerProcess,
     BenchError,
     BenchStack,
+    add_broker_arguments,
     alertmanager_binary,
+    broker_label,
     emit,
     fmt,
     host_info,
     run_loadgen,
     self_usage,
+    topic_prefix_for,
 )
 from bench.loadgen import LoadJob, Target
 from bench.procstat import ProcessSampler
@@ -71,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "as Alertmanager uses every core)",
     )
     parser.add_argument("--log-level", default="INFO", help="services' log level (default INFO)")
+    add_broker_arguments(parser)
 
 
 def _ints(text: str) -> list[int]:
@@ -131,7 +135,8 @@ async def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
         notes.append("--compare-alertmanager: no prometheus-alertmanager on PATH, skipped")
     runs: list[dict[str, Any]] = []
     stack = BenchStack(work, config_dir=config_dir, services=("gateway",),
-                       log_level=args.log_level, gateway_workers=args.gateway_workers)
+                       log_level=args.log_level, gateway_workers=args.gateway_workers,
+                       bootstrap=args.bootstrap, topic_prefix=topic_prefix_for(args.bootstrap))
     alertmanager = AlertmanagerProcess(work / "alertmanager", binary) if binary else None
     started = time.time()
     try:
@@ -176,7 +181,7 @@ async def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
         "started_at": started,
         "host": host_info(),
         "config": {"batches": batches, "concurrency": concurrencies, "duration_s": duration,
-                   "warmup_s": args.warmup, "acks": "all", "broker": "tansu memory://",
+                   "warmup_s": args.warmup, "acks": "all", "broker": broker_label(args.bootstrap),
                    "alertmanager": binary, "log_level": args.log_level,
                    "gateway_workers": args.gateway_workers},
         "runs": runs,

@@ -45,12 +45,15 @@ from bench.catalog import generate_catalog, write_config_dir
 from bench.harness import (
     BenchError,
     BenchStack,
+    add_broker_arguments,
+    broker_label,
     emit,
     fmt,
     host_info,
     process_table,
     run_loadgen,
     self_usage,
+    topic_prefix_for,
 )
 from bench.loadgen import LoadJob
 from bench.observe import BULK_TOPICS, OUTCOME_TOPICS, EventTail, PipelineLog, read_log
@@ -75,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for the pipeline to finish after the load")
     parser.add_argument("--quick", action="store_true", help="10 s per rate")
     parser.add_argument("--log-level", default="INFO", help="services' log level (default INFO)")
+    add_broker_arguments(parser)
 
 
 def _rates(text: str) -> list[float]:
@@ -98,12 +102,13 @@ async def measure_rate(
     detections = {a.bench_id for a in plan if a.detection}
     plan_file = write_plan(work / f"plan-{run_id}.jsonl", plan)
     batch = args.batch or max(1, round(rate / 100))
+    prefix = topic_prefix_for(args.bootstrap)
     stack = BenchStack(work / f"rate-{int(rate)}", config_dir=config_dir, services=services,
-                       log_level=args.log_level)
+                       log_level=args.log_level, bootstrap=args.bootstrap, topic_prefix=prefix)
     await asyncio.to_thread(stack.start)
     tail: EventTail | None = None
     try:
-        tail = await EventTail(stack.bootstrap, topics=OUTCOME_TOPICS).start()
+        tail = await EventTail(stack.bootstrap, prefix, OUTCOME_TOPICS).start()
         sampler = ProcessSampler()
         for name, pid in stack.pids().items():
             sampler.watch(name, pid)
@@ -129,7 +134,7 @@ async def measure_rate(
         outcomes_seen = await tail.wait_for(outcomes, timeout_s=args.drain_timeout)
         sampler.stop()
         # The bulk, read now that nothing is measured (see bench/observe.py).
-        bulk = await read_log(stack.bootstrap, topics=BULK_TOPICS)
+        bulk = await read_log(stack.bootstrap, prefix, BULK_TOPICS)
         log = tail.log
         drained = outcomes_seen and event_ids <= bulk.membership.keys()
         figures = pipeline_latency(
@@ -172,7 +177,8 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "latency",
         "started_at": started,
         "host": host_info(),
-        "config": {"rates": _rates(args.rates), "duration_s": duration,
+        "config": {"broker": broker_label(args.bootstrap), "rates": _rates(args.rates),
+                   "duration_s": duration,
                    "new_incident_rate": args.new_incident_rate,
                    "escalation": not args.no_escalation, "log_level": args.log_level},
         "runs": runs,

@@ -27,7 +27,14 @@ from typing import Any
 from rich.console import Console
 
 from bench import ingest, latency, scale, storm
-from bench.harness import BenchError, alertmanager_binary, emit, host_info
+from bench.harness import (
+    BenchError,
+    add_broker_arguments,
+    alertmanager_binary,
+    emit,
+    host_info,
+    topic_prefix_for,
+)
 
 BENCHMARKS = ("ingest", "latency", "storm", "scale")
 
@@ -64,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-alertmanager", action="store_true",
                         help="do not compare ingest with prometheus-alertmanager")
     parser.add_argument("--log-level", default="INFO", help="services' log level (default INFO)")
+    add_broker_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -129,6 +137,8 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--only: unknown benchmark(s) {', '.join(sorted(unknown))}")
     size = "quick" if args.quick else "full" if args.full else "default"
     common = ["--log-level", args.log_level]
+    if args.bootstrap is not None:
+        common += ["--bootstrap", args.bootstrap]
     console = Console(stderr=True)
     results: dict[str, Any] = {}
     started = time.time()
@@ -147,7 +157,8 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             latency.render(result, console)
         elif name == "storm":
             result = await storm.run_storm(
-                storm.options_from(_sub_args(storm.add_arguments, argv)))
+                storm.options_from(_sub_args(storm.add_arguments, argv)),
+                bootstrap=args.bootstrap, topic_prefix=topic_prefix_for(args.bootstrap))
             storm.render(result, console)
         else:
             result = await scale.run_scale(_sub_args(scale.add_arguments, argv))

@@ -30,7 +30,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import BenchError, emit, fmt, host_info, self_usage
+from bench.harness import (
+    BenchError,
+    add_broker_arguments,
+    broker_label,
+    emit,
+    fmt,
+    host_info,
+    self_usage,
+    topic_prefix_for,
+)
 from bench.storm import StormOptions, run_storm
 
 QUICK_ALERTS = 5_000
@@ -43,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replicas", default="1,2", help="triage replica counts to compare")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ALERTS} alerts")
     parser.add_argument("--log-level", default="INFO", help="services' log level (default INFO)")
+    add_broker_arguments(parser)
 
 
 def _counts(text: str) -> list[int]:
@@ -66,7 +76,9 @@ async def run_scale(args: argparse.Namespace) -> dict[str, Any]:
             alerts=alerts, duration_s=max(alerts / 1000, 10.0), incidents=args.incidents,
             triage_replicas=replicas, mode="backlog", log_level=args.log_level,
         )
-        storm = await run_storm(options, work=work / f"replicas-{replicas}")
+        storm = await run_storm(options, work=work / f"replicas-{replicas}",
+                                bootstrap=args.bootstrap,
+                                topic_prefix=topic_prefix_for(args.bootstrap))
         runs.append({
             "triage_replicas": replicas,
             "triage_alerts_per_s": storm["drain"].get("triage_alerts_per_s"),
@@ -88,7 +100,8 @@ async def run_scale(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "scale",
         "started_at": started,
         "host": host_info(),
-        "config": {"alerts": alerts, "incidents": args.incidents,
+        "config": {"broker": broker_label(args.bootstrap), "alerts": alerts,
+                   "incidents": args.incidents,
                    "replicas": _counts(args.replicas), "mode": "backlog",
                    "log_level": args.log_level},
         "runs": runs,

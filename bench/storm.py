@@ -41,6 +41,8 @@ from bench.catalog import generate_catalog, write_config_dir
 from bench.harness import (
     BenchError,
     BenchStack,
+    add_broker_arguments,
+    broker_label,
     emit,
     fmt,
     host_info,
@@ -48,6 +50,7 @@ from bench.harness import (
     run_loadgen,
     scrape_counter,
     self_usage,
+    topic_prefix_for,
 )
 from bench.loadgen import LoadJob
 from bench.observe import MEMBERSHIP_TOPICS, EventTail, PipelineLog, read_log
@@ -164,7 +167,8 @@ async def run_storm(
     return {
         "benchmark": "storm" if live else "storm-backlog",
         "host": host_info(),
-        "config": {**asdict(options), "catalog_services": len(bench.names),
+        "config": {**asdict(options), "broker": broker_label(bootstrap),
+                   "catalog_services": len(bench.names),
                    "alert_conditions": len({(a.service, a.name, a.instance)
                                             for a in storm.alerts})},
         "true_incident_sizes": sorted(len(i.services) for i in storm.incidents),
@@ -242,6 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_ALERTS} alerts over {QUICK_DURATION_S:g} s")
     parser.add_argument("--log-level", default="INFO", help="services' log level (default INFO)")
+    add_broker_arguments(parser)
 
 
 def options_from(args: argparse.Namespace) -> StormOptions:
@@ -291,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        result = asyncio.run(run_storm(options_from(args)))
+        result = asyncio.run(run_storm(options_from(args), bootstrap=args.bootstrap,
+                                       topic_prefix=topic_prefix_for(args.bootstrap)))
     except (BenchError, ValueError) as exc:
         raise SystemExit(f"storm benchmark failed: {exc}") from exc
     emit(result, lambda console: render(result, console))
