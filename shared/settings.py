@@ -42,10 +42,11 @@ class KafkaSettings(BaseSettings):
     # on its memory engine, per record batch already in the partition (~0.65 us
     # each: a fetch late in a 1,000 alerts/s run costs milliseconds). Hot
     # subscriptions use fetch_max_wait_ms. Background ones, which only keep
-    # state (triage's echo of its own lifecycle events, escalation's
-    # incident.updated), also ask for background_fetch_min_bytes, so the broker holds
-    # each fetch for the whole background wait unless that much is waiting:
-    # a few fetches a second however busy the topic, not one per handled batch.
+    # state (triage's echo of its own lifecycle events; incident.updated in
+    # escalation, approval and the reporter), also ask for
+    # background_fetch_min_bytes, so the broker holds each fetch for the whole
+    # background wait unless that much is waiting: a few fetches a second
+    # however busy the topic, not one per handled batch.
     fetch_max_wait_ms: int = Field(100, ge=1)
     background_fetch_max_wait_ms: int = Field(500, ge=1)
     background_fetch_min_bytes: int = Field(1024 * 1024, ge=1)

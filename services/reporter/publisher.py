@@ -114,7 +114,10 @@ class ReportDesk:
         if record is None or record.opened is None:
             return None
         last = record.ordered()[-1].event_id
-        if self.published_for.get(incident_id) == last:
+        # What the report is made of: the latest event alone would miss an event that
+        # happened earlier but arrived later (updates are read in the background).
+        version = f"{len(record.events)}:{last}"
+        if self.published_for.get(incident_id) == version:
             return None
         report = redact_value(self.redactor, build_report(record, self.catalog, self.clock.now()))
         paths: dict[str, str] = {}
@@ -127,11 +130,11 @@ class ReportDesk:
             self._record_knowledge(incident_id, report)
         revision = self.revisions.get(incident_id, 0) + 1
         self.revisions[incident_id] = revision
-        self.published_for[incident_id] = last
+        self.published_for[incident_id] = version
         metrics = record.metrics()
         first = record.ordered()[0]
         event = ReportPublished(
-            event_id=derive_event_id("report.published", incident_id, last),
+            event_id=derive_event_id("report.published", incident_id, version),
             producer=self.producer,
             incident_id=incident_id,
             correlation_id=first.correlation_id,

@@ -9,7 +9,8 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,13 +28,15 @@ from services.approval.main import create_runtime
 from services.approval.settings import ApprovalSettings
 from shared.approval_token import load_public_key, verify_approval
 from shared.clock import ManualClock
-from shared.domain import RiskTier
+from shared.domain import IncidentPhase, RiskTier, Severity
 from shared.events import (
     ApprovalGranted,
     AuditRecorded,
     Event,
     IncidentAcknowledged,
+    IncidentClassified,
     IncidentResolved,
+    IncidentUpdated,
     parse_event,
 )
 from shared.kafka import DLQ_HEADER_ERROR, EventBus
@@ -273,6 +276,58 @@ async def test_acknowledge_and_manual_resolve_emit_lifecycle_events(world: World
                    if isinstance(e, IncidentResolved)]
     assert [(r.resolution, r.verified, r.resolved_by, r.summary) for r in resolutions] == [
         ("manual", False, "alice", "rolled back by hand")]
+
+
+async def test_live_incident_updates_reach_the_incident_view(world: World) -> None:
+    """incident.updated is read on its own background subscription: severity_changed,
+    service_added and phase_changed published live after the opening and classification
+    still show in the incident's view (the classification alone says SEV3 on checkout)."""
+    now = world.clock.now()
+    incident_id = "INC-700001"
+    await world.producer.publish(incident_opened(incident_id, now=now))
+    await world.producer.publish(IncidentClassified(
+        producer="triage", incident_id=incident_id, correlation_id="corr-1",
+        occurred_at=now + timedelta(seconds=1), severity=Severity.SEV3,
+        reasons=("checkout 5xx",), services=("checkout",)))
+    async with httpx.AsyncClient(base_url=world.url) as client:
+
+        async def incident() -> dict[str, object]:
+            response = await client.get(f"/api/incidents/{incident_id}", headers=ALICE)
+            return response.json() if response.status_code == 200 else {}
+
+        async def until(cond: Callable[[dict[str, object]], bool], what: str,
+                        timeout: float = 15) -> dict[str, object]:
+            deadline = time.monotonic() + timeout
+            while True:
+                seen = await incident()
+                if cond(seen):
+                    return seen
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"timed out waiting for {what}; last view {seen}")
+                await asyncio.sleep(0.1)
+
+        before = await until(lambda i: i.get("severity") == "SEV3", "the classification")
+        assert (before["services"], before["phase"]) == (["checkout"], None)
+
+        for change in (
+            IncidentUpdated(producer="triage", incident_id=incident_id, correlation_id="corr-1",
+                            occurred_at=now + timedelta(seconds=30), change="severity_changed",
+                            severity=Severity.SEV1, detail="SEV3 -> SEV1"),
+            IncidentUpdated(producer="triage", incident_id=incident_id, correlation_id="corr-1",
+                            occurred_at=now + timedelta(seconds=31), change="service_added",
+                            services=("checkout", "payments"), new_services=("payments",)),
+            IncidentUpdated(producer="triage", incident_id=incident_id, correlation_id="corr-1",
+                            occurred_at=now + timedelta(seconds=32), change="phase_changed",
+                            phase=IncidentPhase.INVESTIGATION),
+        ):
+            await world.producer.publish(change)
+        after = await until(lambda i: i.get("phase") == "investigation", "the updates")
+        assert (after["severity"], after["severity_label"]) == ("SEV1", Severity.SEV1.label)
+        assert after["services"] == ["checkout", "payments"]
+        assert after["status"] == "open"
+        listed = (await client.get("/api/incidents", headers=ALICE)).json()
+        assert [(i["severity"], i["services"]) for i in listed
+                if i["incident_id"] == incident_id] == [("SEV1", ["checkout", "payments"])]
 
 
 async def test_unbound_request_is_dead_lettered_and_service_goes_on(world: World) -> None:
