@@ -18,8 +18,9 @@ size step it measures, from the broker's CPU time (`/proc`):
 Result on the 2-core VM of the README (Tansu 0.6.0, medians of 3 runs): a
 fetch costs about 0.65 us of broker CPU per record batch stored in the
 partition (0.35 ms at 200 batches, 2.7 ms at 4,000), an end-offset query
-about 0.45 us per batch; produce and commit stay flat (0.2 and 0.1 ms). With a real Kafka broker a
-fetch costs the same at any log size (offset index).
+about 0.45 us per batch; produce and commit stay flat (0.2 and 0.1 ms).
+With a real Kafka broker a fetch costs the same at any log size (offset
+index).
 
 Usage: `python -m bench.broker [--sizes 1000,5000,10000,20000] [--batch 5]
 [--samples 100]`.
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from typing import Any
 
@@ -39,28 +39,30 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import emit, fmt, host_info
+from bench.procstat import cpu_seconds
 from shared.embedded import EmbeddedBroker
 
 TOPIC = "bench.broker"
 VALUE = b"x" * 700  # about an alert.received record
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of pid."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _broker_cpu_s(pid: int) -> float:
+    seconds = cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError(f"the broker (pid {pid}) is gone")
+    return seconds
 
 
 async def _per_call_ms(pid: int, samples: int, call: Any) -> float:
     """Broker CPU (ms) per awaited call, over samples calls."""
-    before = _cpu_s(pid)
+    before = _broker_cpu_s(pid)
     for _ in range(samples):
         await call()
-    return round((_cpu_s(pid) - before) / samples * 1000, 3)
+    return round((_broker_cpu_s(pid) - before) / samples * 1000, 3)
 
 
 async def measure(sizes: list[int], batch: int, samples: int) -> list[dict[str, Any]]:
-    """Grow one partition in batches of `batch` records; per size, the three costs."""
+    """Grow one partition in batches of `batch` records; per size, the four costs."""
     broker = await EmbeddedBroker(memory=True).astart()
     pid = broker.pids["tansu"]
     bootstrap = broker.bootstrap_servers
@@ -127,7 +129,7 @@ async def measure(sizes: list[int], batch: int, samples: int) -> list[dict[str, 
 
 
 def render(result: dict[str, Any], console: Console) -> None:
-    """The three costs per partition size."""
+    """The four costs per partition size."""
     table = Table(title=f"Broker CPU per call (ms), batches of {result['config']['batch']}")
     for column in ("records", "record batches", "list offsets", "fetch", "produce", "commit"):
         table.add_column(column, justify="right")

@@ -57,6 +57,16 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+def each(handler: Handler) -> BatchHandler:
+    """A per-event handler as a batch handler: the batch's events in order."""
+
+    async def handle(events: Sequence[Event]) -> None:
+        for event in events:
+            await handler(event)
+
+    return handle
 E = TypeVar("E", bound=Event)
 
 DLQ_HEADER_ERROR = "x-dlq-error"
@@ -397,6 +407,18 @@ class EventBus:
             *self._names(topics), batch=True, max_records=max_records,
             batch_timeout_ms=options["fetch_max_wait_ms"], **options,
         )(consume)
+
+    def subscribe_background(
+        self, topics: Topic | Sequence[Topic], handler: BatchHandler, *, group: str | None = None,
+    ) -> None:
+        """Batches of events a service only keeps state from, a few fetches a second.
+
+        `subscribe_batch(..., background=True)` in a consumer group of its own
+        (`<service>.updates` unless given), so the service's prompt
+        subscriptions never wait behind it.
+        """
+        self.subscribe_batch(topics, handler, group=group or f"{self.service}.updates",
+                             background=True)
 
     def _names(self, topics: Topic | Sequence[Topic]) -> list[str]:
         return [self.topic(t) for t in ([topics] if isinstance(topics, Topic) else topics)]

@@ -7,6 +7,7 @@ them); the alert topic is high volume and keeps a week.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -74,6 +75,15 @@ CATALOG: dict[Topic, TopicSpec] = {
 }
 
 LIFECYCLE_TOPICS: tuple[Topic, ...] = tuple(t for t in Topic if CATALOG[t].lifecycle)
+
+# One event per alert in a storm, from which every reader but triage only keeps state:
+# services read them with `EventBus.subscribe_background`, everything else promptly.
+STORM_TOPICS: tuple[Topic, ...] = (Topic.INCIDENT_UPDATED,)
+
+
+def prompt_topics(topics: Sequence[Topic]) -> tuple[Topic, ...]:
+    """topics without the storm topics (those a service reads in the background)."""
+    return tuple(t for t in topics if t not in STORM_TOPICS)
 
 
 def topic_name(topic: Topic | str, prefix: str = "") -> str:

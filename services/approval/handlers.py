@@ -13,14 +13,14 @@ and replaying every service's audit trail at start-up would only cost time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import structlog
 
 from services.approval.board import ResponseBoard
 from shared.events import Event
+from shared.kafka import each
 from shared.runtime import ServiceRuntime
-from shared.topics import Topic
+from shared.topics import STORM_TOPICS, Topic, prompt_topics
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,6 @@ CONSUMED: tuple[Topic, ...] = (
     Topic.INCIDENT_ACKNOWLEDGED,
     Topic.INCIDENT_RESOLVED,
 )
-
-# incident.updated only refreshes an incident's severity and services on the page, and a
-# storm brings one per alert: it is read in the background, in batches, in a group of its
-# own (see KafkaSettings); everything else stays prompt.
-BACKGROUND: tuple[Topic, ...] = (Topic.INCIDENT_UPDATED,)
-PROMPT: tuple[Topic, ...] = tuple(t for t in CONSUMED if t not in BACKGROUND)
 
 DEDUPED_OUTPUTS: tuple[Topic, ...] = (
     Topic.APPROVAL_GRANTED,
@@ -68,11 +62,7 @@ def register(runtime: ServiceRuntime, board: ResponseBoard) -> None:
             board.check(event)
             board.apply(event)
 
-    async def handle_batch(events: Sequence[Event]) -> None:
-        for event in events:
-            await handle(event)
-
     runtime.on_start.append(restore)
-    bus.subscribe(PROMPT, handle)
-    bus.subscribe_batch(BACKGROUND, handle_batch, group=f"{bus.service}.updates",
-                        background=True)
+    bus.subscribe(prompt_topics(CONSUMED), handle)
+    # incident.updated only refreshes an incident's severity and services on the page.
+    bus.subscribe_background(STORM_TOPICS, each(handle))

@@ -14,7 +14,7 @@ import logging
 
 from services.escalation.flow import EscalationFlow
 from shared.runtime import ServiceRuntime
-from shared.topics import Topic
+from shared.topics import STORM_TOPICS, Topic, prompt_topics
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,6 @@ INPUT_TOPICS: tuple[Topic, ...] = (
     Topic.RUNBOOK_FAILED,
     Topic.RUNBOOK_ROLLED_BACK,
 )
-# What escalation acts on promptly; the rest only updates what it knows.
-BACKGROUND_TOPICS: tuple[Topic, ...] = (Topic.INCIDENT_UPDATED,)
-PROMPT_TOPICS: tuple[Topic, ...] = tuple(t for t in INPUT_TOPICS if t not in BACKGROUND_TOPICS)
 OUTPUT_TOPICS: tuple[Topic, ...] = (
     Topic.ESCALATION_TRIGGERED,
     Topic.NOTIFICATION_SENT,
@@ -61,6 +58,5 @@ def register(runtime: ServiceRuntime, flow: EscalationFlow, *, tick_s: float) ->
     # services, a severity change) may wait half a second, while fetching them
     # as fast as they came cost the broker more than any other consumer. The
     # pages of new incidents and acknowledgements stay prompt.
-    bus.subscribe_batch(PROMPT_TOPICS, flow.handle_batch)
-    bus.subscribe_batch(BACKGROUND_TOPICS, flow.handle_batch,
-                        group=f"{bus.service}.updates", background=True)
+    bus.subscribe_batch(prompt_topics(INPUT_TOPICS), flow.handle_batch)
+    bus.subscribe_background(STORM_TOPICS, flow.handle_batch)

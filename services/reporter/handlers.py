@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from services.reporter.publisher import ReportDesk
-from shared.events import Event
-from shared.kafka import EventBus
-from shared.topics import LIFECYCLE_TOPICS, Topic
+from shared.kafka import EventBus, each
+from shared.topics import LIFECYCLE_TOPICS, STORM_TOPICS, Topic, prompt_topics
 
 INPUTS = tuple(t for t in LIFECYCLE_TOPICS if t is not Topic.REPORT_PUBLISHED)
-# A storm brings one incident.updated per alert. Reports are debounced and rewritten
-# when a later event arrives, so updates are read in the background, in batches, in a
-# group of their own (see KafkaSettings); the rest (resolution above all) stays prompt.
-BACKGROUND: tuple[Topic, ...] = (Topic.INCIDENT_UPDATED,)
-PROMPT: tuple[Topic, ...] = tuple(t for t in INPUTS if t not in BACKGROUND)
 
 
 def register(bus: EventBus, desk: ReportDesk) -> None:
     """Subscribe the desk to every lifecycle topic."""
     bus.declare_outputs([Topic.REPORT_PUBLISHED])
-    bus.subscribe(PROMPT, desk.on_event)
-
-    async def on_events(events: Sequence[Event]) -> None:
-        for event in events:
-            await desk.on_event(event)
-
-    bus.subscribe_batch(BACKGROUND, on_events, group=f"{bus.service}.updates",
-                        background=True)
+    bus.subscribe(prompt_topics(INPUTS), desk.on_event)
+    # Reports are debounced and rewritten when an event arrives late: updates can wait.
+    bus.subscribe_background(STORM_TOPICS, each(desk.on_event))

@@ -142,9 +142,8 @@ def register(
     bus.subscribe_batch(Topic.ALERT_RECEIVED, handlers.on_alerts, group=ALERT_GROUP,
                         fetch_max_wait_ms=alert_fetch_max_wait_ms)
     # Mostly triage's own outputs coming back, already applied: no hurry.
-    bus.subscribe_batch(
-        STATE_TOPICS, handlers.on_lifecycle, group=f"triage-state-{instance_id}", background=True,
-    )
+    bus.subscribe_background(STATE_TOPICS, handlers.on_lifecycle,
+                             group=f"triage-state-{instance_id}")
 
     @runtime.http.get("/incidents", tags=["triage"], summary="Incidents triage tracks as open")
     async def list_incidents() -> list[dict[str, object]]:
