@@ -85,6 +85,7 @@ DEFAULT_STATE_DIR = Path(".state/broker")
 DEFAULT_BUCKET = "tansu"
 S3_REGION = "us-east-1"
 _GRPC_OFFSET = 10_000  # SeaweedFS derives gRPC ports as HTTP port + 10000
+_PORTS_FROM = 20_000  # lowest port we pick for a child (above the well-known services)
 _WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 _LOG_TAIL_LINES = 40
 _WEED_SOCKET_DIR = "/tmp"  # noqa: S108 - hard-coded by weed, not our choice
@@ -146,12 +147,47 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports free on ``host`` now, below the ephemeral range.
+
+    ``bind(0)`` hands out ports of the kernel's ephemeral range, from which every
+    outgoing connection also takes its source port: between choosing such a
+    port and a child process binding it, any connection (a health probe, Redis)
+    may take it, and the child fails with "address already in use" (a demo-world
+    service did, once, in CI). Below the range a port is only taken by a
+    listener that chose it. Falls back to ``bind(0)`` when the range leaves no
+    room below it.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    chosen: list[int] = []
+    if low - _PORTS_FROM >= 1000:
+        for _ in range(50 * count):
+            port = rng.randrange(_PORTS_FROM, low)
+            if port not in chosen and _port_free(host, port):
+                chosen.append(port)
+                if len(chosen) == count:
+                    return chosen
+    while len(chosen) < count:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in chosen:
+            chosen.append(port)
+    return chosen
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port free on ``host`` right now (see `free_ports`)."""
+    return free_ports(1, host)[0]
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _free_port_pairs(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -159,7 +195,7 @@ def _free_port_pairs(count: int, host: str = "127.0.0.1") -> list[int]:
     rng = random.SystemRandom()
     chosen: list[int] = []
     for _ in range(2000):
-        port = rng.randrange(20_000, 65_535 - _GRPC_OFFSET)
+        port = rng.randrange(_PORTS_FROM, 65_535 - _GRPC_OFFSET)
         taken = {q for p in chosen for q in (p, p + _GRPC_OFFSET)}
         if port in taken or port + _GRPC_OFFSET in taken:
             continue

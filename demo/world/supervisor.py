@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -64,6 +63,7 @@ from demo.world.logs import append_record, log_path, normalize_level, parse_iso,
 from demo.world.stats import RollingCounters, parse_counters
 from demo.world.traffic import TrafficGenerator
 from shared.catalog import CatalogService, ServiceCatalog
+from shared.embedded import free_ports
 
 log = logging.getLogger("demo.world")
 T = TypeVar("T")
@@ -181,13 +181,6 @@ class ManagedService:
         }
 
 
-def free_port() -> int:
-    """A TCP port that is free on the loopback interface right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def wait_exit(proc: subprocess.Popen[bytes], within: float | None) -> bool:
     """Poll until proc exits (True) or within seconds pass (False); None waits forever."""
     deadline = None if within is None else time.monotonic() + within
@@ -219,16 +212,17 @@ class World:
     def __init__(self, opts: WorldOptions, catalog: ServiceCatalog) -> None:
         self.opts = opts
         self.catalog = catalog
+        ports = free_ports(len(catalog.services))
         self.services: dict[str, ManagedService] = {
             s.name: ManagedService(
                 spec=s,
-                port=free_port(),
+                port=port,
                 version=scenario.initial_version(s.name),
                 window_seconds=opts.window_seconds,
                 log_level=normalize_level(opts.log_level),
                 spike_rate=opts.error_spike_rate,
             )
-            for s in catalog.services
+            for s, port in zip(catalog.services, ports, strict=True)
         }
         self.deploys: list[dict[str, Any]] = []
         self._bad_versions: dict[tuple[str, str], bool] = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import pytest
 import redis
 
 from demo.client import DemoWorldClient
+from shared.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,6 @@ TOKEN = "test-token-123"
 WINDOW = 2.5
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -154,7 +149,7 @@ class WorldProcess:
 def _start_world(
     state_dir: Path, prefix: str, extra: list[str]
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = _free_port()
+    port = free_port()
     out = state_dir / "supervisor.out"
     state_dir.mkdir(parents=True, exist_ok=True)
     cmd = [

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -40,6 +39,7 @@ from shared.approval_token import (
     load_private_key,
     sign_approval,
 )
+from shared.embedded import free_port
 from shared.events import (
     ActionSpec,
     ApprovalGranted,
@@ -59,12 +59,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "demo" / "config"
 SERVICES = ("storefront", "checkout", "payments", "catalog", "reporting")
 
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def new_prefix(bootstrap: str) -> str:

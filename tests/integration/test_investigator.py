@@ -18,7 +18,6 @@ import asyncio
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from services.investigator.investigation import investigation_event_id
 from services.investigator.main import create_runtime
 from services.investigator.settings import InvestigatorSettings
 from shared.domain import Severity
+from shared.embedded import free_port
 from shared.events import (
     Event,
     IncidentClassified,
@@ -69,11 +69,6 @@ class World:
     kind: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _wait_sync(predicate: Callable[[], bool], within: float, what: str) -> None:
     deadline = time.monotonic() + within
@@ -95,7 +90,7 @@ async def _wait(probe: Callable[[], Awaitable[T | None]], within: float, what: s
 
 
 def _real_world(tmp: Path) -> Iterator[World]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     out = tmp / "world.out"
     cmd = [sys.executable, "-m", "demo.world", "--port", str(port), "--state-dir", str(tmp),
@@ -130,7 +125,7 @@ def _real_world(tmp: Path) -> Iterator[World]:
 
 
 def _recorded_world() -> Iterator[World]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     recording = RecordedWorld("bad_deploy_payments", base_url=url)
     app = FastAPI()
