@@ -13,10 +13,12 @@ with `derive_event_id` from what caused it, so the duplicate is recognisable.
 from __future__ import annotations
 
 import hashlib
+import types
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.domain import AlertStatus, IncidentPhase, RiskTier, Severity
@@ -32,15 +34,31 @@ def derive_event_id(*parts: object) -> str:
     Exactly `str(uuid.uuid5(namespace, "\\x1f".join(parts)))`, computed without
     building `UUID` objects: the gateway derives two ids per alert on its hot path.
     """
-    digest = hashlib.sha1(  # noqa: S324 -- RFC 4122 version 5 is SHA-1 by definition
+    h = hashlib.sha1(  # noqa: S324 -- RFC 4122 version 5 is SHA-1 by definition
         _NAMESPACE_BYTES + "\x1f".join(map(str, parts)).encode()
-    ).digest()
-    hexed = (
-        digest[:6]
-        + bytes(((digest[6] & 0x0F) | 0x50, digest[7], (digest[8] & 0x3F) | 0x80))
-        + digest[9:16]
-    ).hex()
-    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
+    ).hexdigest()
+    # Version 5 in the 13th digit, the RFC 4122 variant (10xx) in the 17th.
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {f"{n:x}": f"{8 | (n & 3):x}" for n in range(16)}
+
+
+def _flat(annotation: Any) -> bool:
+    """Whether orjson writes values of this field type exactly as pydantic does."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return all(_flat(arg) for arg in args)
+    if origin is Literal:
+        return all(isinstance(arg, str) for arg in args)
+    if origin is tuple:
+        return args == (str, ...)
+    if origin is dict:
+        return args == (str, str)
+    if annotation is type(None) or annotation is AwareDatetime:
+        return True
+    # str, int and their subclasses (StrEnum, IntEnum, bool), datetime; not float or models.
+    return isinstance(annotation, type) and issubclass(annotation, (str, int, datetime))
 
 
 def new_event_id() -> str:
@@ -81,6 +99,29 @@ class Event(Model):
             raise ValueError(f"{self.event_type} has no {CATALOG[self.TOPIC].key} to key by")
         return str(value).encode()
 
+    _FLAT: ClassVar[bool] = False  # every field is one orjson writes as pydantic does
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._FLAT = all(_flat(field.annotation) for field in cls.model_fields.values())
+
+    def encode(self) -> bytes:
+        """The event as published: the same bytes as `model_dump_json`, 3-4x cheaper when flat.
+
+        An event whose fields are all strings, ints, bools, enums, string
+        literals, datetimes, tuples of strings or str->str dicts (alerts,
+        incident openings and updates: one or two per alert) is written by
+        orjson from its fields, which gives pydantic's bytes (field order, UTC
+        as `Z`); a unit test holds the two equal. Others go through pydantic.
+        """
+        if self._FLAT:
+            try:
+                return orjson.dumps(self.__dict__, option=orjson.OPT_UTC_Z)
+            except orjson.JSONEncodeError:  # e.g. an int beyond 64 bits: pydantic decides
+                pass
+        return self.model_dump_json().encode()
+
     def caused(self) -> dict[str, Any]:
         """Envelope fields for an event caused by this one (same incident, same correlation)."""
         return {
@@ -116,6 +157,32 @@ class AlertReceived(Event):
     received_at: AwareDatetime = Field(default_factory=utcnow)
     generator_url: str | None = None
     dedup_key: str | None = None
+
+    @classmethod
+    def trusted(cls, **fields: Any) -> AlertReceived:
+        """The event from every one of its fields, typed by our own code, without validation.
+
+        The gateway's normaliser builds each field from a request body its
+        pydantic models already validated, and building the event validated
+        again cost a fifth of its CPU per alert. This sets the fields as
+        `model_construct` does, without its per-field defaults pass: every
+        field must be given, in declaration order (the order `encode` writes),
+        or TypeError. A unit test holds the result equal to the validated event.
+        """
+        if tuple(fields) != _ALERT_FIELD_ORDER:
+            raise TypeError(
+                f"AlertReceived.trusted needs every field in order: {', '.join(_ALERT_FIELD_ORDER)}"
+            )
+        event = cls.__new__(cls)
+        _set(event, "__dict__", fields)
+        _set(event, "__pydantic_fields_set__", set(_ALERT_FIELD_ORDER))
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
+        return event
+
+
+_set = object.__setattr__
+_ALERT_FIELD_ORDER = tuple(AlertReceived.model_fields)
 
 
 # --- Incident lifecycle ------------------------------------------------------

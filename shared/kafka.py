@@ -29,6 +29,7 @@ Delivery contract (ARCHITECTURE.md, "Delivery and state"):
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections import OrderedDict
@@ -228,7 +229,7 @@ class EventBus:
             self.metrics.skipped.labels(event.event_type).inc()
             return False
         await self.broker.publish(
-            event.model_dump_json().encode(),
+            event.encode(),
             self.topic(event.TOPIC),
             key=event.partition_key(),
             headers={
@@ -312,19 +313,22 @@ class EventBus:
                 record_headers += [(k, v.encode()) for k, v in headers(event).items()]
             acks.append(self._batcher.append(
                 topic, self._partition(topic, key, partitions[topic]), key,
-                event.model_dump_json().encode(), record_headers,
+                event.encode(), record_headers,
             ))
         # asyncio.wait, not gather: the futures are shared with other callers and a
         # caller's cancellation (its timeout) must not cancel theirs.
         await asyncio.wait(set(acks))
         failure: BaseException | None = None
+        published: collections.Counter[str] = collections.Counter()
         for event, ack in zip(events, acks, strict=True):
             error = asyncio.CancelledError() if ack.cancelled() else ack.exception()
             if error is not None:
                 failure = failure or error
                 continue
             self.published.add(event.event_id)
-            self.metrics.published.labels(event.event_type).inc()
+            published[event.event_type] += 1
+        for event_type, count in published.items():
+            self.metrics.published.labels(event_type).inc(count)
         if failure is not None:
             raise failure
         return len(events)

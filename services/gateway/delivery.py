@@ -115,9 +115,8 @@ class AlertDelivery:
             )
         self._in_flight += len(alerts)
         try:
-            return await asyncio.wait_for(
-                self.bus.publish_many(alerts, headers=_headers), self.timeout_s
-            )
+            async with asyncio.timeout(self.timeout_s):  # no task per request, unlike wait_for
+                return await self.bus.publish_many(alerts, headers=_headers)
         except TimeoutError:
             raise EventLogUnavailableError(
                 f"the event log did not acknowledge within {self.timeout_s:g} s"

@@ -68,9 +68,13 @@ class InvalidAlertError(ValueError):
         self.errors = errors
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AlertDraft:
-    """What a format module extracts from its payload, before the shared rules apply."""
+    """What a format module extracts from its payload, before the shared rules apply.
+
+    Read-only by convention, not `frozen`: a frozen dataclass's `__init__`
+    costs three times as much, once per alert on the gateway's hot path.
+    """
 
     source: str
     status: AlertStatus
@@ -97,13 +101,23 @@ class IntakeContext:
     catalog: ServiceCatalog
     correlation_id: str | None = None
     dedup_window_s: int = DEFAULT_DEDUP_WINDOW_S
+    window: int = field(init=False)  # the dedup slot of received_at (see `to_alert_received`)
+
+    def __post_init__(self) -> None:
+        window = int(self.received_at.timestamp()) // max(self.dedup_window_s, 1)
+        object.__setattr__(self, "window", window)
 
 
 def resolve_service(
     labels: Mapping[str, str], explicit: str | None = None, fallbacks: tuple[str | None, ...] = ()
 ) -> str | None:
     """The affected service: explicit, else a service label, else the fallbacks; None if none."""
-    for candidate in (explicit, *[labels.get(k) for k in SERVICE_LABELS], *fallbacks):
+    if explicit and (stripped := explicit.strip()):
+        return stripped
+    for key in SERVICE_LABELS:
+        if (candidate := labels.get(key)) and (stripped := candidate.strip()):
+            return stripped
+    for candidate in fallbacks:
         if candidate and (stripped := candidate.strip()):
             return stripped
     return None
@@ -159,24 +173,30 @@ def to_alert_received(draft: AlertDraft, ctx: IntakeContext) -> AlertReceived:
     )
     starts_at = real_time(draft.starts_at)
     ends_at = real_time(draft.ends_at)
+    annotations = dict(draft.annotations)
     content = {
         "name": draft.name, "service": service, "summary": draft.summary,
         "description": draft.description, "source_severity": draft.source_severity,
-        "labels": labels, "annotations": dict(draft.annotations),
-        "starts_at": starts_at.isoformat() if starts_at else None,
-        "ends_at": ends_at.isoformat() if ends_at else None,
+        "labels": labels, "annotations": annotations,
+        "starts_at": starts_at,  # orjson writes what isoformat() gives, 3x faster
+        "ends_at": ends_at,
         "generator_url": draft.generator_url, "dedup_key": draft.dedup_key,
     }
-    window = int(ctx.received_at.timestamp()) // max(ctx.dedup_window_s, 1)
     event_id = derive_event_id(
         "alert.received", draft.source, fingerprint, draft.status.value,
-        hashlib.sha256(_canonical(content)).hexdigest(), window,
+        hashlib.sha256(_canonical(content)).hexdigest(), ctx.window,
     )
-    return AlertReceived(
+    # Every field below is typed by the draft (from a validated body) or built here:
+    # validating them again would cost a fifth of the gateway's CPU per alert.
+    return AlertReceived.trusted(
         event_id=event_id,
+        event_type="alert.received",
+        schema_version=AlertReceived.SCHEMA_VERSION,
         occurred_at=ctx.received_at,
         producer=PRODUCER,
+        incident_id=None,
         correlation_id=ctx.correlation_id or correlation_id_for(draft.source, fingerprint),
+        causation_id=None,
         source=draft.source,
         fingerprint=fingerprint,
         correlation_key=ctx.catalog.correlation_group(service),
@@ -188,7 +208,7 @@ def to_alert_received(draft: AlertDraft, ctx: IntakeContext) -> AlertReceived:
         source_severity=draft.source_severity,
         severity=Severity.parse(draft.source_severity),
         labels=labels,
-        annotations=dict(draft.annotations),
+        annotations=annotations,
         starts_at=starts_at,
         ends_at=ends_at,
         received_at=ctx.received_at,

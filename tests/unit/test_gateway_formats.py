@@ -29,8 +29,13 @@ CLOCK = ManualClock(datetime(2026, 11, 21, 12, 0, tzinfo=UTC))
 
 
 def received(drafts: list[AlertDraft]) -> list[AlertReceived]:
+    """The events of drafts; each is also checked to be what validation would have built."""
     ctx = IntakeContext(received_at=CLOCK.now(), catalog=ServiceCatalog())
-    return [to_alert_received(d, ctx) for d in drafts]
+    alerts = [to_alert_received(d, ctx) for d in drafts]
+    for alert in alerts:  # built without validation (`AlertReceived.trusted`): prove it
+        assert AlertReceived.model_validate(alert.model_dump()) == alert
+        assert alert.encode() == alert.model_dump_json().encode()
+    return alerts
 
 
 def errors_of(model: type[BaseModel], payload: Any) -> list[str]:

@@ -105,7 +105,10 @@ def alert_draft(
         status=AlertStatus(alert.status),
         name=name,
         labels=alert.labels,
-        annotations={**alert.annotations, **(extra_annotations or {})},
+        annotations=(
+            {**alert.annotations, **extra_annotations} if extra_annotations
+            else alert.annotations
+        ),
         summary=alert.annotations.get("summary", ""),
         description=alert.annotations.get("description") or alert.annotations.get("message", ""),
         source_severity=source_severity_of(alert.labels),
