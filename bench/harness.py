@@ -43,7 +43,8 @@ from rich.table import Table
 
 from bench.loadgen import LoadJob
 from bench.procstat import ProcessSampler
-from irctl.stack import ROOT, Stack, StackConfig, free_port
+from irctl.stack import ROOT, Stack, StackConfig
+from shared.embedded import free_port
 
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 
@@ -63,16 +64,17 @@ class BenchStack:
         services: tuple[str, ...] = ("gateway", "triage"),
         triage_replicas: int = 1,
         bootstrap: str | None = None,
-        topic_prefix: str = "",
+        topic_prefix: str | None = None,
         log_level: str = "INFO",
         gateway_workers: int = 1,
     ) -> None:
+        """topic_prefix: by default one of its own on a given broker (`topic_prefix_for`)."""
         self.work_dir = work_dir
         self.gateway_workers = gateway_workers
         self.config_dir = config_dir
         self.services = services
         self.triage_replicas = triage_replicas
-        self.topic_prefix = topic_prefix
+        self.topic_prefix = topic_prefix_for(bootstrap) if topic_prefix is None else topic_prefix
         self.log_level = log_level
         self.main = Stack(self._config(work_dir / "stack", 1, bootstrap))
         self.replicas: list[Stack] = []

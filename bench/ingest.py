@@ -43,7 +43,6 @@ from bench.harness import (
     host_info,
     run_loadgen,
     self_usage,
-    topic_prefix_for,
 )
 from bench.loadgen import LoadJob, Target
 from bench.procstat import ProcessSampler
@@ -136,7 +135,7 @@ async def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     stack = BenchStack(work, config_dir=config_dir, services=("gateway",),
                        log_level=args.log_level, gateway_workers=args.gateway_workers,
-                       bootstrap=args.bootstrap, topic_prefix=topic_prefix_for(args.bootstrap))
+                       bootstrap=args.bootstrap)
     alertmanager = AlertmanagerProcess(work / "alertmanager", binary) if binary else None
     started = time.time()
     try:

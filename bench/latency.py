@@ -53,7 +53,6 @@ from bench.harness import (
     process_table,
     run_loadgen,
     self_usage,
-    topic_prefix_for,
 )
 from bench.loadgen import LoadJob
 from bench.observe import BULK_TOPICS, OUTCOME_TOPICS, EventTail, PipelineLog, read_log
@@ -102,13 +101,12 @@ async def measure_rate(
     detections = {a.bench_id for a in plan if a.detection}
     plan_file = write_plan(work / f"plan-{run_id}.jsonl", plan)
     batch = args.batch or max(1, round(rate / 100))
-    prefix = topic_prefix_for(args.bootstrap)
     stack = BenchStack(work / f"rate-{int(rate)}", config_dir=config_dir, services=services,
-                       log_level=args.log_level, bootstrap=args.bootstrap, topic_prefix=prefix)
+                       log_level=args.log_level, bootstrap=args.bootstrap)
     await asyncio.to_thread(stack.start)
     tail: EventTail | None = None
     try:
-        tail = await EventTail(stack.bootstrap, prefix, OUTCOME_TOPICS).start()
+        tail = await EventTail(stack.bootstrap, stack.topic_prefix, OUTCOME_TOPICS).start()
         sampler = ProcessSampler()
         for name, pid in stack.pids().items():
             sampler.watch(name, pid)
@@ -134,7 +132,7 @@ async def measure_rate(
         outcomes_seen = await tail.wait_for(outcomes, timeout_s=args.drain_timeout)
         sampler.stop()
         # The bulk, read now that nothing is measured (see bench/observe.py).
-        bulk = await read_log(stack.bootstrap, prefix, BULK_TOPICS)
+        bulk = await read_log(stack.bootstrap, stack.topic_prefix, BULK_TOPICS)
         log = tail.log
         drained = outcomes_seen and event_ids <= bulk.membership.keys()
         figures = pipeline_latency(

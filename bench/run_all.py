@@ -33,7 +33,6 @@ from bench.harness import (
     alertmanager_binary,
     emit,
     host_info,
-    topic_prefix_for,
 )
 
 BENCHMARKS = ("ingest", "latency", "storm", "scale")
@@ -158,7 +157,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         elif name == "storm":
             result = await storm.run_storm(
                 storm.options_from(_sub_args(storm.add_arguments, argv)),
-                bootstrap=args.bootstrap, topic_prefix=topic_prefix_for(args.bootstrap))
+                bootstrap=args.bootstrap)
             storm.render(result, console)
         else:
             result = await scale.run_scale(_sub_args(scale.add_arguments, argv))

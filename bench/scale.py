@@ -38,7 +38,6 @@ from bench.harness import (
     fmt,
     host_info,
     self_usage,
-    topic_prefix_for,
 )
 from bench.storm import StormOptions, run_storm
 
@@ -77,8 +76,7 @@ async def run_scale(args: argparse.Namespace) -> dict[str, Any]:
             triage_replicas=replicas, mode="backlog", log_level=args.log_level,
         )
         storm = await run_storm(options, work=work / f"replicas-{replicas}",
-                                bootstrap=args.bootstrap,
-                                topic_prefix=topic_prefix_for(args.bootstrap))
+                                bootstrap=args.bootstrap)
         runs.append({
             "triage_replicas": replicas,
             "triage_alerts_per_s": storm["drain"].get("triage_alerts_per_s"),

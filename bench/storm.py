@@ -50,7 +50,6 @@ from bench.harness import (
     run_loadgen,
     scrape_counter,
     self_usage,
-    topic_prefix_for,
 )
 from bench.loadgen import LoadJob
 from bench.observe import MEMBERSHIP_TOPICS, EventTail, PipelineLog, read_log
@@ -87,9 +86,12 @@ async def run_storm(
     *,
     work: Path | None = None,
     bootstrap: str | None = None,
-    topic_prefix: str = "",
+    topic_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Generate, play, drain and score one storm on a fresh stack; the result as a dict."""
+    """Generate, play, drain and score one storm on a fresh stack; the result as a dict.
+
+    topic_prefix defaults to one of the stack's own on a given broker (`BenchStack`).
+    """
     work = work or Path(tempfile.mkdtemp(prefix="bench-storm-"))
     bench = generate_catalog()
     config_dir = write_config_dir(work / "config", bench)
@@ -107,7 +109,7 @@ async def run_storm(
     await asyncio.to_thread(stack.start)
     tail: EventTail | None = None
     try:
-        tail = await EventTail(stack.bootstrap, topic_prefix, MEMBERSHIP_TOPICS,
+        tail = await EventTail(stack.bootstrap, stack.topic_prefix, MEMBERSHIP_TOPICS,
                                fetch_max_wait_ms=500, fetch_min_bytes=256 * 1024).start()
         sampler = ProcessSampler()
         for name, pid in stack.pids().items():
@@ -144,13 +146,13 @@ async def run_storm(
         await tail.stop()
         tail = None
         # alert.received is read once, after the drain, not followed live (see bench.observe).
-        received = (await read_log(stack.bootstrap, topic_prefix, (Topic.ALERT_RECEIVED,))
+        received = (await read_log(stack.bootstrap, stack.topic_prefix, (Topic.ALERT_RECEIVED,))
                     ).received
         recount: dict[str, Any] = {}
         if not drained:
             # Before blaming triage, read the log again from scratch: the live tail
             # could have missed records the broker did store.
-            fresh = await read_log(stack.bootstrap, topic_prefix, MEMBERSHIP_TOPICS)
+            fresh = await read_log(stack.bootstrap, stack.topic_prefix, MEMBERSHIP_TOPICS)
             recount = {
                 "live_tail_triaged": len(wanted & log.membership.keys()),
                 "fresh_read_triaged": len(wanted & fresh.membership.keys()),
@@ -296,8 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        result = asyncio.run(run_storm(options_from(args), bootstrap=args.bootstrap,
-                                       topic_prefix=topic_prefix_for(args.bootstrap)))
+        result = asyncio.run(run_storm(options_from(args), bootstrap=args.bootstrap))
     except (BenchError, ValueError) as exc:
         raise SystemExit(f"storm benchmark failed: {exc}") from exc
     emit(result, lambda console: render(result, console))
