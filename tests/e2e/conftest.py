@@ -15,7 +15,8 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI, Request
 
-from irctl.stack import ROOT, Stack, StackConfig, free_port
+from irctl.stack import ROOT, Stack, StackConfig
+from shared.embedded import free_port
 from shared.events import Event, parse_event
 from shared.topics import Topic
 

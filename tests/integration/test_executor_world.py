@@ -33,6 +33,7 @@ import redis
 
 from demo.client import DemoWorldClient
 from shared.domain import RiskTier
+from shared.embedded import free_port
 from shared.events import (
     ApprovalRequested,
     AuditRecorded,
@@ -51,7 +52,6 @@ from tests.integration.test_executor_support import (
     EventTap,
     Signer,
     executor_runtime,
-    free_port,
     investigation,
     new_prefix,
     wait_until,
@@ -177,7 +177,10 @@ async def test_medium_cache_invalidation_runs_without_approval_and_resolves(
     # which takes longer when the machine is busy.
     async with executor_on(world, world_url, redis_client, kafka_bootstrap, tmp_path,
                            deadline_s=20.0) as stack:
-        await _resolves(stack)
+        try:
+            await _resolves(stack)
+        finally:  # a failure must not leave the next test a broken world
+            await _restore_world(stack)
 
 
 async def _resolves(stack: Stack) -> None:
@@ -221,7 +224,10 @@ async def test_failed_verification_restores_the_keys_and_rolls_back(
     """Keys deleted but errors stay (an error spike): keys RESTOREd, rolled_back + failed."""
     async with executor_on(world, world_url, redis_client, kafka_bootstrap, tmp_path,
                            deadline_s=3.0) as stack:
-        await _rolls_back(stack)
+        try:
+            await _rolls_back(stack)
+        finally:
+            await _restore_world(stack)
 
 
 async def _rolls_back(stack: Stack) -> None:
@@ -232,24 +238,26 @@ async def _rolls_back(stack: Stack) -> None:
     poisoned = stack.poison()
     assert poisoned
     incident = f"INC-{uuid.uuid4().hex[:6]}"
-    try:
-        await stack.producer.publish(investigation(incident, "cache_invalidation", "catalog",
-                                                   pattern="cache:*"))
-        await stack.tap.wait_for(RunbookStep, incident, timeout=20, where=lambda e: (
-            e.step == "delete_keys" and e.status == "succeeded"))
-        [failed] = await stack.tap.wait_for(RunbookFailed, incident, timeout=30)
-        assert "verification failed" in failed.reason
-        assert "rolled back" in failed.reason
-        [rolled] = stack.tap.of(RunbookRolledBack, incident)
-        assert rolled.succeeded
-        assert rolled.occurred_at <= failed.occurred_at  # topics differ: compare event times
-        for key, value in poisoned.items():  # restored byte for byte
-            assert stack.redis.get(key) == value
-        assert not stack.tap.of(RunbookCompleted, incident)
-        assert not stack.tap.of(IncidentResolved, incident)
-    finally:
-        await stack.world.clear_faults()
-        for key in stack.poison():
-            stack.redis.delete(key)
-        await wait_until(lambda: not stack.poison(), 5, "poison cleared")
+    await stack.producer.publish(investigation(incident, "cache_invalidation", "catalog",
+                                               pattern="cache:*"))
+    await stack.tap.wait_for(RunbookStep, incident, timeout=20, where=lambda e: (
+        e.step == "delete_keys" and e.status == "succeeded"))
+    [failed] = await stack.tap.wait_for(RunbookFailed, incident, timeout=30)
+    assert "verification failed" in failed.reason
+    assert "rolled back" in failed.reason
+    [rolled] = stack.tap.of(RunbookRolledBack, incident)
+    assert rolled.succeeded
+    assert rolled.occurred_at <= failed.occurred_at  # topics differ: compare event times
+    for key, value in poisoned.items():  # restored byte for byte
+        assert stack.redis.get(key) == value
+    assert not stack.tap.of(RunbookCompleted, incident)
+    assert not stack.tap.of(IncidentResolved, incident)
+
+
+async def _restore_world(stack: Stack) -> None:
+    """Clear the faults and any poisoned cache entry a test left behind."""
+    await stack.world.clear_faults()
+    for key in stack.poison():
+        stack.redis.delete(key)
+    await wait_until(lambda: not stack.poison(), 5, "poison cleared")
 
