@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from services.reporter.handlers import INPUTS, register
@@ -31,13 +32,13 @@ def create_runtime(
         publish=runtime.bus.publish,
         debounce_s=cfg.debounce_s,
         formats=cfg.formats,
+        retention=timedelta(seconds=cfg.retention_s),
     )
     register(runtime.bus, desk)
 
     async def rebuild() -> None:
         await runtime.bus.restore([*INPUTS, Topic.REPORT_PUBLISHED], desk.fold)
-        for incident_id in list(desk.records):
-            await desk.write(incident_id)
+        await desk.catch_up()
 
     runtime.on_start.append(rebuild)
     runtime.on_stop.append(desk.flush)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,3 +15,8 @@ class ReporterSettings(BaseSettings):
     catalog_path: str | None = None
     debounce_s: float = 1.0
     formats: tuple[str, ...] = ("markdown", "json", "html")
+    retention_s: float = Field(
+        86_400.0, gt=0,
+        description="how long a resolved incident whose report is written stays in memory; "
+        "later events of it are ignored",
+    )

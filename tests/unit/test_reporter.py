@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from services.reporter.publisher import ReportDesk
 from services.reporter.report import SECTIONS, build_report, render
 from services.reporter.timeline import IncidentRecord
 from shared.catalog import ServiceCatalog
+from shared.clock import ManualClock
 from shared.events import (
     Event,
     Evidence,
@@ -89,9 +92,6 @@ class TestReport:
 
     async def test_reports_are_redacted(self, tmp_path: Path) -> None:
         """A secret or a customer's e-mail in alert text never reaches the report files."""
-        from services.reporter.publisher import ReportDesk
-        from shared.clock import ManualClock
-
         published: list[object] = []
 
         async def publish(event: object) -> None:
@@ -116,3 +116,79 @@ class TestReport:
         html = render(build_report(record, CATALOG, T0), "html")
         assert "<script>alert(1)" not in html
         assert "&lt;script&gt;" in html
+
+
+class TestDesk:
+    """The desk after a restart and over time: no needless rewrites, bounded memory."""
+
+    @staticmethod
+    def desk(tmp_path: Path, clock: ManualClock, published: list[Event],
+             retention: timedelta = timedelta(hours=1)) -> ReportDesk:
+        async def publish(event: Event) -> None:
+            published.append(event)
+
+        return ReportDesk(reports_dir=tmp_path, catalog=CATALOG, clock=clock, publish=publish,
+                          retention=retention)
+
+    async def replayed(self, tmp_path: Path, clock: ManualClock, published: list[Event],
+                       events: list[Event]) -> ReportDesk:
+        """A desk that replayed events (as at start-up) and caught up."""
+        desk = self.desk(tmp_path, clock, published)
+        for event in events:
+            desk.fold(event)
+        await desk.catch_up()
+        return desk
+
+    async def test_restart_rewrites_only_what_the_log_or_disk_lacks(self, tmp_path: Path) -> None:
+        """The replay of events and their report.published writes nothing again; a report
+        file that went missing is written again; the knowledge base keeps one entry."""
+        clock = ManualClock(T0 + timedelta(minutes=20))
+        published: list[Event] = []
+        events = lifecycle()
+        await self.replayed(tmp_path, clock, published, events)
+        assert len(published) == 1
+        await self.replayed(tmp_path, clock, published, [*events, *published])
+        assert len(published) == 1
+        (tmp_path / "INC-ABC123.html").unlink()
+        await self.replayed(tmp_path, clock, published, [*events, *published])
+        assert len(published) == 2
+        assert (tmp_path / "INC-ABC123.html").exists()
+        kb = (tmp_path / "knowledge-base.jsonl").read_text().splitlines()
+        assert len(kb) == 1
+
+    async def test_resolved_incident_is_forgotten_after_retention(self, tmp_path: Path) -> None:
+        """Kept while the retention period runs, then dropped; a late event of it is ignored."""
+        clock = ManualClock(T0 + timedelta(minutes=20))
+        published: list[Event] = []
+        desk = await self.replayed(tmp_path, clock, published, lifecycle())
+        clock.advance(timedelta(minutes=30))
+        assert desk.prune() == 0
+        clock.advance(timedelta(minutes=30))
+        assert desk.prune() == 1
+        assert "INC-ABC123" not in desk.records
+        late = sample_event(IncidentAcknowledged, occurred_at=T0 + timedelta(minutes=5))
+        await desk.on_event(late)
+        assert "INC-ABC123" not in desk.records
+        assert len(published) == 1
+
+    async def test_open_or_unwritten_incidents_are_kept(self, tmp_path: Path) -> None:
+        """An open incident, and a resolved one whose latest event is not in its report yet,
+        outlive the retention period; an incident never opened is forgotten once old."""
+        clock = ManualClock(T0 + timedelta(minutes=20))
+        published: list[Event] = []
+        desk = await self.replayed(tmp_path, clock, published, lifecycle())
+        desk.fold(sample_event(IncidentAcknowledged, occurred_at=T0 + timedelta(minutes=5)))
+        for event in lifecycle()[:2]:
+            desk.fold(event.model_copy(update={"incident_id": "INC-OPEN"}))
+        desk.fold(sample_event(RunbookStarted, incident_id="INC-ORPHAN"))
+        clock.advance(timedelta(days=2))
+        assert desk.prune() == 1
+        assert set(desk.records) == {"INC-ABC123", "INC-OPEN"}
+
+    async def test_a_torn_knowledge_base_line_is_skipped(self, tmp_path: Path) -> None:
+        """A line cut short by a crash does not stop the knowledge base: the incident it may
+        have held is appended whole."""
+        (tmp_path / "knowledge-base.jsonl").write_text('{"incident_id": "INC-OLD"}\n{"incid')
+        await self.replayed(tmp_path, ManualClock(T0 + timedelta(minutes=20)), [], lifecycle())
+        lines = (tmp_path / "knowledge-base.jsonl").read_text().splitlines()
+        assert json.loads(lines[-1])["incident_id"] == "INC-ABC123"
