@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from shared.embedded import free_ports
+
 SERVICES = ("gateway", "triage", "escalation", "investigator", "approval", "executor", "reporter")
 DEFAULT_PORTS = {
     "gateway": 8080, "triage": 8081, "escalation": 8082, "investigator": 8083,
@@ -32,14 +33,6 @@ DEFAULT_PORTS = {
     "smtp": 2525,
 }
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """An unused loopback TCP port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -67,13 +60,14 @@ class StackConfig:
     recovery_hold_s: float = 3.0
     approval_ttl_s: float = 600.0  # a human needs real minutes to read and decide
     correlation_window_s: float = 60.0  # the world's alerts trickle in over real seconds
+    settle_window_s: float = 15.0  # and a cascade reaches every dependent's alert rule in them
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def ephemeral(cls, state_dir: Path, **overrides: Any) -> StackConfig:
         """A config on free ports, memory broker unless one is given: for tests."""
-        ports = {name: free_port() for name in DEFAULT_PORTS}
+        ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS)), strict=True))
         return cls(state_dir=state_dir, memory=True, ports=ports, **overrides)
 
 
@@ -252,6 +246,7 @@ class Stack:
             "triage": self._real_seconds("IR_TRIAGE_CORRELATION_WINDOW_S",
                                          self.config.correlation_window_s),
             "escalation": {
+                **self._real_seconds("IR_ESCALATION_SETTLE_WINDOW_S", self.config.settle_window_s),
                 "IR_ESCALATION_SMTP_HOST": "127.0.0.1",
                 "IR_ESCALATION_SMTP_PORT": str(self.config.ports["smtp"]),
                 "IR_ESCALATION_UI_URL": self.url("approval"),

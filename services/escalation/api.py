@@ -36,7 +36,8 @@ def build_router(flow: EscalationFlow, schedule: OnCallSchedule) -> APIRouter:
     async def escalation(incident_id: str) -> dict[str, Any]:
         incident = flow.book.get(incident_id)
         if incident is None or incident.opened_at is None:
-            raise HTTPException(404, f"unknown incident {incident_id}")
+            raise HTTPException(404, f"unknown incident {incident_id} (or resolved more than "
+                                     "IR_ESCALATION_RETENTION_S ago and forgotten)")
         deadline = flow.planner.next_deadline(incident)
         return {
             "incident_id": incident.incident_id,

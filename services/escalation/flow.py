@@ -18,6 +18,8 @@ the log says. Consequences:
   `delivered=false` and the error, retried on a later tick until the attempt
   bound. A failure to *publish* does escape, so the bus retries the message (and
   dead-letters it eventually) while the tick loop keeps trying from the state.
+- Bounded memory: a settled incident (resolved, announced, nothing left to send)
+  is forgotten `retention` after its resolution, at a tick or at start-up.
 - One active instance: every process replays every incident and its deadline
   loop acts on all of them, so two replicas would both page. The service runs as
   a single instance (partition-aware ownership of incidents is not implemented).
@@ -29,7 +31,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -49,6 +51,8 @@ from shared.clock import Clock
 from shared.events import EscalationTriggered, Event, NotificationSent, StatusUpdated
 
 log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION = timedelta(hours=24)
 
 Publish = Callable[[Event], Awaitable[object]]
 Redact = Callable[[str], str]
@@ -100,8 +104,10 @@ class EscalationFlow:
         registry: CollectorRegistry | None = None,
         redact: Redact = no_redaction,
         max_concurrent_sends: int = 8,
+        retention: timedelta = DEFAULT_RETENTION,
     ) -> None:
         self.book = book
+        self.retention = retention
         self.planner = planner
         self.notifiers = dict(notifiers)
         self.clock = clock
@@ -141,7 +147,7 @@ class EscalationFlow:
             await self.act(incident_id)
 
     async def tick(self) -> None:
-        """Act on every incident whose deadlines or deliveries may be due."""
+        """Act on every incident whose deadlines or deliveries may be due, then prune."""
         for incident in self.book.active():
             if incident.incident_id in self._settled:
                 continue
@@ -149,6 +155,29 @@ class EscalationFlow:
                 await self.act(incident.incident_id)
             except Exception:  # one incident's trouble must not stop the others' deadlines
                 log.exception("acting on %s failed; retrying next tick", incident.incident_id)
+        self.prune()
+
+    def prune(self) -> int:
+        """Forget incidents settled and resolved more than `retention` ago; returns how many.
+
+        Nothing can fall due for them any more (see `EscalationPlanner.settled`), and
+        their events stay in the log; without this the book, and every tick's walk
+        over it, would grow with every incident the service ever saw.
+        """
+        cutoff = self.clock.now() - self.retention
+        expired = [
+            i.incident_id for i in self.book.incidents.values()
+            if i.resolved_at is not None and i.resolved_at < cutoff and self.planner.settled(i)
+            and not (i.incident_id in self._locks and self._locks[i.incident_id].locked())
+        ]
+        for incident_id in expired:
+            self.book.forget(incident_id)
+            self._settled.discard(incident_id)
+            self._locks.pop(incident_id, None)
+        if expired:
+            log.info("forgot %d incidents settled more than %s ago", len(expired),
+                     self.retention)
+        return len(expired)
 
     async def run(self, interval_s: float) -> None:
         """The deadline loop: tick every interval_s of the injected clock."""

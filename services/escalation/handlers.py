@@ -41,6 +41,7 @@ def register(runtime: ServiceRuntime, flow: EscalationFlow, *, tick_s: float) ->
 
     async def restore() -> None:
         count = await bus.restore((*INPUT_TOPICS, *OUTPUT_TOPICS), flow.restore)
+        flow.prune()
         log.info("restored escalation state from %s events (%s incidents)", count,
                  len(flow.book.incidents))
 

@@ -59,7 +59,8 @@ def create_runtime(
     catalog = ServiceCatalog.load(escalation.catalog_path(settings.config_dir))
     channels = dict(notifiers) if notifiers is not None else build_notifiers(escalation)
     planner = EscalationPlanner(
-        policy=EscalationPolicy(clock.scaled), schedule=schedule, catalog=catalog,
+        policy=EscalationPolicy(clock.scaled, settle=timedelta(seconds=escalation.settle_window_s)),
+        schedule=schedule, catalog=catalog,
         channels=frozenset(channels), ui_url=escalation.ui_url,
         max_attempts=escalation.max_send_attempts,
         retry_after=timedelta(seconds=escalation.tick_s),
@@ -69,6 +70,7 @@ def create_runtime(
         book=EscalationBook(SERVICE), planner=planner, notifiers=channels,
         publish=runtime.bus.publish, clock=clock, service=SERVICE,
         registry=runtime.bus.registry, redact=PatternRedactor().redact,
+        retention=timedelta(seconds=escalation.retention_s),
     )
     runtime.http.include_router(build_router(flow, schedule))
     register(runtime, flow, tick_s=escalation.tick_s)

@@ -56,7 +56,10 @@ CLASSIFICATION_GRACE = timedelta(seconds=60)
 # A cascade's alerts arrive over a minute or two (every dependent of the broken
 # service alerts on its own evaluation cycle). Services joining and severity
 # rising in that time are the initial picture, not a worsening: they do not
-# escalate. After it, DOMAIN.md's immediate triggers apply.
+# escalate. After it, DOMAIN.md's immediate triggers apply. It is a property of
+# the alert sources' evaluation cycles, not of DOMAIN.md's tables: configurable
+# (`IR_ESCALATION_SETTLE_WINDOW_S`), so a scaled demo whose alert rules run in
+# real time can keep it in real seconds.
 SETTLE_WINDOW = timedelta(minutes=2)
 SETTLING_TRIGGERS = frozenset({"severity_increase", "new_services"})
 
@@ -71,6 +74,7 @@ class EscalationPolicy:
     """Thresholds of the escalation chain under a time scale."""
 
     scaled: Callable[[timedelta], timedelta] = unscaled
+    settle: timedelta = SETTLE_WINDOW
 
     def effective_severity(self, severity: Severity | None) -> Severity:
         """The severity timers use: the classified one, else the conservative default."""
@@ -91,7 +95,7 @@ class EscalationPolicy:
 
     def settle_window(self) -> timedelta:
         """How long after open joining services and rising severity are not escalations."""
-        return self.scaled(SETTLE_WINDOW)
+        return self.scaled(self.settle)
 
     def classification_grace(self) -> timedelta:
         """How long the first page waits for a severity before going out without one."""

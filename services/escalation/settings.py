@@ -18,6 +18,17 @@ class EscalationSettings(BaseSettings):
     tick_s: float = Field(1.0, gt=0, description="how often deadlines and retries are checked")
     ui_url: str = Field("http://127.0.0.1:8080", description="approval UI, linked from pages")
     max_send_attempts: int = Field(5, ge=1, description="attempts per message before giving up")
+    settle_window_s: float = Field(
+        120.0, ge=0,
+        description="after an incident opens, how long joining services and a rising severity "
+        "are its first picture (a cascade alerting over its sources' evaluation cycles), not "
+        "a worsening that escalates; scaled by IR_TIME_SCALE like every threshold",
+    )
+    retention_s: float = Field(
+        86_400.0, gt=0,
+        description="how long a resolved incident with nothing left to send stays in memory "
+        "(and in GET /escalations/{id}) before it is forgotten",
+    )
 
     smtp_host: str | None = Field(None, description="SMTP relay; e-mail is off when unset")
     smtp_port: int = 25

@@ -30,6 +30,10 @@ Design decisions:
   reported as failed, rolled back, or both.
 - Events of this service's output topics from another producer are ignored: only
   what this service decided is its memory.
+- Memory is bounded: an incident resolved, announced and with nothing left to
+  send is forgotten after a retention period (`EscalationFlow.prune`), and late
+  events of a forgotten incident are ignored; the event ids applied are kept in a
+  bounded set, as triage keeps them.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ from shared.events import (
     RunbookRolledBack,
     StatusUpdated,
 )
+from shared.kafka import BoundedSet
+
+MAX_REMEMBERED_EVENTS = 200_000
+MAX_FORGOTTEN_INCIDENTS = 100_000
 
 TriggerKind = Literal[
     "initial", "ack_timeout", "tier_timer", "severity_increase", "new_services",
@@ -156,7 +164,6 @@ class IncidentEscalation:
     failed_runs: set[str] = field(default_factory=set)
     deliveries: dict[str, Delivery] = field(default_factory=dict)
     posts: dict[int, StatusPost] = field(default_factory=dict)
-    applied: set[str] = field(default_factory=set)
 
     @property
     def tier(self) -> int:
@@ -215,10 +222,17 @@ class EscalationBook:
     def __init__(self, service: str = "escalation") -> None:
         self.service = service
         self.incidents: dict[str, IncidentEscalation] = {}
+        self._applied = BoundedSet(MAX_REMEMBERED_EVENTS)
+        self._forgotten = BoundedSet(MAX_FORGOTTEN_INCIDENTS)
 
     def get(self, incident_id: str) -> IncidentEscalation | None:
         """The incident's state, or None when no event named it."""
         return self.incidents.get(incident_id)
+
+    def forget(self, incident_id: str) -> None:
+        """Drop an incident for good: its later events are ignored (see `EscalationFlow.prune`)."""
+        if self.incidents.pop(incident_id, None) is not None:
+            self._forgotten.add(incident_id)
 
     def active(self) -> list[IncidentEscalation]:
         """Incidents a deadline or a delivery may still concern."""
@@ -226,7 +240,7 @@ class EscalationBook:
 
     def apply(self, event: Event) -> IncidentEscalation | None:
         """Fold one event into the book; returns the incident it concerned (None if ignored)."""
-        if event.incident_id is None:
+        if event.incident_id is None or event.incident_id in self._forgotten:
             return None
         if isinstance(event, EscalationTriggered | NotificationSent | StatusUpdated) and (
             event.producer != self.service
@@ -236,9 +250,9 @@ class EscalationBook:
         if incident is None:
             incident = IncidentEscalation(event.incident_id, correlation_id=event.correlation_id)
             self.incidents[event.incident_id] = incident
-        if event.event_id in incident.applied:
+        if event.event_id in self._applied:
             return incident
-        incident.applied.add(event.event_id)
+        self._applied.add(event.event_id)
         _APPLY.get(type(event), _ignore)(incident, event)
         return incident
 

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from services.escalation.decisions import EscalationPlanner
-from services.escalation.flow import EscalationFlow, Redact, no_redaction
+from services.escalation.flow import DEFAULT_RETENTION, EscalationFlow, Redact, no_redaction
 from services.escalation.notifiers.base import DeliveryError, Notifier, Outbound
-from services.escalation.policy import EscalationPolicy
+from services.escalation.policy import SETTLE_WINDOW, EscalationPolicy
 from services.escalation.schedule import OnCallSchedule
 from services.escalation.state import EscalationBook
 from shared.catalog import ServiceCatalog
@@ -127,15 +127,18 @@ def memory_flow(
     ui_url: str = "http://approval.test",
     max_attempts: int = 3,
     redact: Redact | None = None,
+    retention: timedelta = DEFAULT_RETENTION,
+    settle: timedelta = SETTLE_WINDOW,
 ) -> EscalationFlow:
     """An EscalationFlow over an in-memory log, with the real planner and policy."""
     channels = {n.channel: n for n in notifiers}
     planner = EscalationPlanner(
-        policy=EscalationPolicy(clock.scaled), schedule=schedule, catalog=catalog,
+        policy=EscalationPolicy(clock.scaled, settle=settle), schedule=schedule, catalog=catalog,
         channels=frozenset(channels), ui_url=ui_url, max_attempts=max_attempts,
     )
     return EscalationFlow(book=EscalationBook(), planner=planner, notifiers=channels,
-                          publish=log.publish, clock=clock, redact=redact or no_redaction)
+                          publish=log.publish, clock=clock, redact=redact or no_redaction,
+                          retention=retention)
 
 
 class IncidentScript:
@@ -208,8 +211,12 @@ class Drill:
     def __init__(self, *, schedule: OnCallSchedule | None = None,
                  catalog: ServiceCatalog | None = None, start: datetime = DRILL_START,
                  time_scale: float = 1.0, fail_email: int = 0, max_attempts: int = 3,
-                 redact: Redact | None = None) -> None:
+                 redact: Redact | None = None,
+                 retention: timedelta = DEFAULT_RETENTION,
+                 settle: timedelta = SETTLE_WINDOW) -> None:
         self.start = start
+        self.retention = retention
+        self.settle = settle
         self.clock = ManualClock(start, time_scale=time_scale)
         self.log = MemoryLog()
         self.email = RecordingNotifier("email", fail_first=fail_email)
@@ -226,10 +233,11 @@ class Drill:
         self.flow = memory_flow(
             schedule=self.schedule, catalog=self.catalog, clock=self.clock,
             notifiers=(self.email, self.webhook), log=self.log, max_attempts=self.max_attempts,
-            redact=self.redact,
+            redact=self.redact, retention=self.retention, settle=self.settle,
         )
         for event in sorted(self.log.events, key=lambda e: e.occurred_at):
             self.flow.restore(event)
+        self.flow.prune()
         return self.flow
 
     def script(self, incident_id: str = "INC-000001") -> IncidentScript:

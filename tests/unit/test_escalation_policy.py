@@ -165,6 +165,23 @@ class TestImmediateTriggers:
         await drill.run_until(timedelta(seconds=100))
         assert drill.escalations() == [(1, "initial")]
 
+    @pytest.mark.parametrize(("settle", "escalations"), [
+        (None, [(1, "initial"), (2, "new_services")]),
+        (timedelta(seconds=750), [(1, "initial")]),
+    ])
+    async def test_settle_window_is_configurable(
+        self, settle: timedelta | None, escalations: list[tuple[int, str]]
+    ) -> None:
+        """At time scale 0.02 the default window is 2.4 s; a scaled demo whose alert rules run
+        in real time sets 750 s (15 real seconds), and a service whose alert comes 5 s after
+        the open is then part of the first picture, not a worsening."""
+        drill = Drill(time_scale=0.02, **({"settle": settle} if settle else {}))
+        await open_incident(drill, Severity.SEV3)
+        await drill.run_until(timedelta(seconds=5), step=timedelta(seconds=0.5))
+        await drill.feed(drill.script().updated("service_added", new_services=("checkout",)))
+        await drill.run_until(timedelta(seconds=10), step=timedelta(seconds=0.5))
+        assert drill.escalations() == escalations
+
     async def test_severity_increase(self) -> None:
         """A reclassification to a worse severity escalates once; a repeat of it does nothing."""
         drill = Drill()
@@ -336,6 +353,63 @@ class TestResolution:
         await drill.at(MIN)
         assert drill.flow.planner.settled(incident)
         assert [m.kind for m in drill.email.to("alice")] == ["page", "resolution"]
+
+
+class TestBoundedMemory:
+    """A settled incident is forgotten after the retention period, live and after a restart."""
+
+    async def test_forgotten_after_retention_and_late_events_ignored(self) -> None:
+        """Kept (and served) for the retention period after resolution, then dropped; a late
+        event of it neither brings it back nor pages anyone."""
+        drill = Drill(retention=timedelta(hours=1))
+        await open_incident(drill, Severity.SEV1)
+        await drill.at(5 * MIN)
+        await drill.feed(drill.script().resolved())
+        await drill.at(6 * MIN)
+        await drill.at(64 * MIN)
+        assert drill.flow.book.get("INC-000001") is not None
+        sent = len(drill.email.sent)
+        await drill.at(66 * MIN)
+        assert drill.flow.book.get("INC-000001") is None
+        await drill.feed(drill.script().runbook_failed("late-run"),
+                         drill.script().updated("service_added", new_services=("search",)))
+        await drill.at(70 * MIN)
+        assert drill.flow.book.get("INC-000001") is None
+        assert [t for t, _ in drill.escalations()] == [1]
+        assert len(drill.email.sent) == sent
+
+    async def test_open_or_unsettled_incidents_are_kept(self) -> None:
+        """An open incident, and a resolved one whose resolution notice is still failing,
+        outlive the retention period."""
+        drill = Drill(max_attempts=1_000, retention=timedelta(minutes=10))
+        await open_incident(drill, Severity.SEV3)
+        await drill.feed(drill.script("INC-000002").opened(("catalog",)),
+                         drill.script("INC-000002").classified(Severity.SEV3))
+        await drill.at(MIN)
+        drill.email.fail_first = drill.email.calls + 1_000  # every e-mail from now on fails
+        await drill.feed(drill.script("INC-000002").resolved())
+        await drill.run_until(20 * MIN, step=MIN)
+        assert drill.flow.book.get("INC-000001") is not None
+        unsettled = drill.flow.book.get("INC-000002")
+        assert unsettled is not None
+        assert not drill.flow.planner.settled(unsettled)
+
+    async def test_restart_does_not_restore_what_was_forgotten(self) -> None:
+        """After a restart the replay rebuilds only what the retention period still covers,
+        and nobody is paged again for the old incident."""
+        drill = Drill(retention=timedelta(hours=1))
+        await open_incident(drill, Severity.SEV1)
+        await drill.feed(drill.script().resolved())
+        await drill.at(MIN)
+        await drill.feed(drill.script("INC-000002").opened(("catalog",)),
+                         drill.script("INC-000002").classified(Severity.SEV2))
+        await drill.at(2 * 60 * MIN)
+        logged = len(drill.log.events)
+        drill.restart()
+        assert drill.flow.book.get("INC-000001") is None
+        assert drill.flow.book.get("INC-000002") is not None
+        await drill.at(2 * 60 * MIN + MIN)
+        assert not [e for e in drill.log.events[logged:] if e.incident_id == "INC-000001"]
 
 
 class TestRiskFlags:
