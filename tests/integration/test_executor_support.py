@@ -129,9 +129,24 @@ class EventTap:
         def found() -> list[Any]:
             return [e for e in self.of(kind, incident_id) if where(e)]
 
-        await wait_until(lambda: len(found()) >= count, timeout,
-                         f"{count} x {kind.__name__} of {incident_id}")
+        try:
+            await wait_until(lambda: len(found()) >= count, timeout,
+                             f"{count} x {kind.__name__} of {incident_id}")
+        except TimeoutError as exc:  # say what did happen, so a failure can be read
+            raise TimeoutError(f"{exc}; the incident's events: {self.trail(incident_id)}") \
+                from None
         return found()
+
+    def trail(self, incident_id: str) -> list[str]:
+        """One line per event of the incident, in the order read."""
+        return [
+            " ".join(str(v) for v in (
+                e.event_type, getattr(e, "occurred_at", ""), getattr(e, "step", ""),
+                getattr(e, "status", ""), getattr(e, "reason", ""),
+                getattr(e, "verification", ""), str(getattr(e, "output", ""))[:160],
+            ) if v)
+            for e in self.events if getattr(e, "incident_id", None) == incident_id
+        ]
 
 
 class WorldStub:
