@@ -9,6 +9,7 @@ import logging
 import httpx
 import pytest
 import structlog
+from opentelemetry import propagate
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared.events import IncidentOpened
@@ -92,3 +93,26 @@ class TestLogsAndTraces:
         assert with_otlp._active_span_processor._span_processors
         assert not without._active_span_processor._span_processors
         with_otlp.shutdown()
+
+    def test_without_an_exporter_spans_are_not_recorded_but_context_travels(self) -> None:
+        """No exporter: no span recorded, yet valid ids (for logs and `traceparent`); a
+        caller's sampled context is still continued and recorded, an unsampled one not."""
+        tracer = setup_tracing("b").get_tracer("t")
+        with tracer.start_as_current_span("publish") as span:
+            assert not span.is_recording()
+            assert span.get_span_context().is_valid
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        assert carrier["traceparent"].startswith(f"00-{trace_id}-")
+        assert not int(carrier["traceparent"][-2:], 16) & 0x01  # the sampled flag is off
+
+        for flags, recorded in (("01", True), ("00", False)):
+            parent = propagate.extract(
+                {"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-{flags}"})
+            with tracer.start_as_current_span("consume", context=parent) as child:
+                assert child.is_recording() is recorded
+                assert child.get_span_context().trace_id == int("ab" * 16, 16)
+        exported = setup_tracing("c", exporter=InMemorySpanExporter()).get_tracer("t")
+        with exported.start_as_current_span("publish") as span:
+            assert span.is_recording()
