@@ -123,9 +123,10 @@ class TestHighRiskLifecycle:
                    30, "an e-mail page")
 
         # Nobody acks: the ack timer pages the next tier (SEV0 ack window 5 min, scaled to
-        # 6 s). The settle window scales too (2 min to 2.4 s) but the world's alert rules run
-        # in real time, so a service whose alert comes later than that joins as a worsening
-        # and pages tier 2 itself ("new_services"); the timer then pages tier 3.
+        # 6 s). The world's alert rules run in real time, so the stack keeps the settle window
+        # at 15 real seconds (`StackConfig.settle_window_s`); a service whose alert comes
+        # later still joins as a worsening and pages tier 2 itself ("new_services"), and the
+        # timer then pages tier 3.
         timed = tail.wait(EscalationTriggered, inc, timeout=60, stack=stack,
                           where=lambda e: e.trigger in {"ack_timeout", "tier_timer"})
         earlier = [e for e in tail.of(EscalationTriggered, inc) if e.tier < timed.tier]
