@@ -172,6 +172,9 @@ class EventBus:
             request_timeout_ms=settings.request_timeout_ms,
             max_batch_size=settings.producer_batch_bytes,
             linger_ms=settings.producer_linger_ms,
+            compression_type=(
+                None if settings.compression_type == "none" else settings.compression_type
+            ),
             middlewares=(
                 KafkaTelemetryMiddleware(tracer_provider=tracer_provider),
                 KafkaPrometheusMiddleware(registry=self.registry, app_name=service),

@@ -11,8 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.default_records import DefaultRecordBatch
+from aiokafka.record.memory_records import MemoryRecords
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -544,3 +547,58 @@ class TestPublishMany:
         await bus.stop()
         with pytest.raises(RuntimeError, match="not connected"):  # nor one stopped
             await bus.publish_many([alert("k")])
+
+
+async def stored_batches(bootstrap: str, name: str, partition: int) -> list[DefaultRecordBatch]:
+    """The record batches the broker holds for a partition, as it serves them on the wire."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        await client.force_metadata_update()
+        leader = client.cluster.leader_for_partition(TopicPartition(name, partition))
+        request = FetchRequest(100, 1, 4 * 1024 * 1024, 0,
+                               [(name, [(partition, 0, 4 * 1024 * 1024)])])
+        response = await client.send(leader, request)
+    finally:
+        await client.close()
+    [(_topic, [fetched])] = response.topics  # (partition, error, ..., records) in every version
+    assert fetched[1] == 0, f"fetch error {fetched[1]}"
+    records = MemoryRecords(fetched[-1])
+    batches = []
+    while (batch := records.next_batch()) is not None:
+        batches.append(batch)
+    return batches
+
+
+class TestCompression:
+    """`IR_KAFKA_COMPRESSION_TYPE`: record batches travel and are stored compressed."""
+
+    @pytest.mark.parametrize(("codec", "attribute"), [
+        ("zstd", DefaultRecordBatch.CODEC_ZSTD),
+        ("lz4", DefaultRecordBatch.CODEC_LZ4),
+        ("snappy", DefaultRecordBatch.CODEC_SNAPPY),
+        ("gzip", DefaultRecordBatch.CODEC_GZIP),
+        ("none", DefaultRecordBatch.CODEC_NONE),
+    ])
+    async def test_batches_are_stored_with_the_codec_and_read_back_equal(
+        self, kafka_bootstrap: str, topic_prefix: str, codec: str, attribute: int
+    ) -> None:
+        """Both publish paths (publish_many and faststream's publish) write batches with the
+        configured codec; a consumer reads every event back equal."""
+        bus = EventBus(settings(kafka_bootstrap, topic_prefix, compression_type=codec),
+                       f"codec-{codec}")
+        await bus.start()
+        events = [alert("one-key", n=str(n), note="x" * 200) for n in range(50)]
+        try:
+            await bus.publish_many(events[:-1])
+            await bus.publish(events[-1])
+        finally:
+            await bus.stop()
+        name = bus.topic(Topic.ALERT_RECEIVED)
+        partitions = list(range(CATALOG[Topic.ALERT_RECEIVED].partitions))
+        partition = DefaultPartitioner()(b"one-key", partitions, partitions)
+        batches = await stored_batches(kafka_bootstrap, name, partition)
+        assert len(batches) >= 2  # the many and the one
+        assert {b.compression_type for b in batches} == {attribute}
+        records = await read_until(kafka_bootstrap, name, has_ids({e.event_id for e in events}))
+        assert [parse_event(r.value) for r in records] == events
