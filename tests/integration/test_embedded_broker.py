@@ -80,7 +80,9 @@ async def _produce_and_commit(bootstrap: str, group: str) -> None:
     finally:
         await admin.close()
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    # Compressed as the services write them (IR_KAFKA_COMPRESSION_TYPE's default).
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                compression_type="snappy")
     await producer.start()
     try:
         futures = []
