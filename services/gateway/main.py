@@ -35,6 +35,7 @@ from services.gateway import api, workers
 from services.gateway.delivery import AlertDelivery
 from services.gateway.front import AlertFront
 from services.gateway.intake import AlertIntake
+from services.gateway.joined import JoinedWritesProtocol
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
 from shared.catalog import ServiceCatalog
@@ -135,6 +136,7 @@ class GatewayServer:
             port=port,
             log_config=None,
             lifespan="off",
+            http=JoinedWritesProtocol,  # one send per response, not two (see joined.py)
         )
         self._server = _OwnSignals(config)
         self._serving: asyncio.Task[None] | None = None
