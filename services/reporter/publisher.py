@@ -190,13 +190,13 @@ class ReportDesk:
         self.revisions[incident_id] = revision
         self.published_for[incident_id] = version
         metrics = record.metrics()
-        first = record.ordered()[0]
+        ordered = record.ordered()
         event = ReportPublished(
             event_id=event_id,
             producer=self.producer,
             incident_id=incident_id,
-            correlation_id=first.correlation_id,
-            causation_id=version.partition(":")[2],
+            correlation_id=ordered[0].correlation_id,
+            causation_id=ordered[-1].event_id,
             occurred_at=self.clock.now(),
             revision=revision,
             paths=paths,

@@ -58,18 +58,27 @@ class IncidentRecord:
 
     incident_id: str
     events: dict[str, Event] = field(default_factory=dict)
+    # The sorted events until the next fold: every derived fact below reads them,
+    # and a report write and each retention check read several facts.
+    _ordered: list[Event] | None = field(default=None, init=False, repr=False, compare=False)
 
     def fold(self, event: Event) -> bool:
         """Add an event; False when it was already folded (or is a report event)."""
         if event.event_id in self.events or isinstance(event, ReportPublished):
             return False
         self.events[event.event_id] = event
+        self._ordered = None
         return True
 
     def ordered(self) -> list[Event]:
-        """Events by occurred_at; the opening event first on a tie, else arrival order."""
-        return sorted(self.events.values(),
-                      key=lambda e: (e.occurred_at, not isinstance(e, IncidentOpened)))
+        """Events by occurred_at; the opening event first on a tie, else arrival order.
+
+        The list is shared until the next fold: read it, do not change it.
+        """
+        if self._ordered is None:
+            self._ordered = sorted(self.events.values(),
+                                   key=lambda e: (e.occurred_at, not isinstance(e, IncidentOpened)))
+        return self._ordered
 
     def first(self, kind: type[E]) -> E | None:
         """The earliest event of a type."""
