@@ -1,11 +1,12 @@
 """``irctl broker``: run the embedded Kafka-protocol broker in the foreground.
 
 Starts Tansu (persistent on SeaweedFS S3 under ``--state-dir`` by default, or in
-memory with ``--memory``), creates every catalog topic, prints the bootstrap address
-and waits. SIGINT and SIGTERM only set a flag; the main thread then stops Tansu and
-the storage in order and exits 0, so a supervisor (or a test) can tell a clean stop
-from a crash. The children run in their own session: a Ctrl-C in the terminal does
-not hit them directly, only through this orderly stop.
+memory with ``--memory``), creates every catalog topic (at most ``--max-partitions``
+partitions each), prints the bootstrap address and waits. SIGINT and SIGTERM only
+set a flag; the main thread then stops Tansu and the storage in order and exits 0,
+so a supervisor (or a test) can tell a clean stop from a crash. The children run in
+their own session: a Ctrl-C in the terminal does not hit them directly, only through
+this orderly stop.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from shared.embedded import EMBEDDED_MAX_PARTITIONS
+
 
 def broker(
     port: Annotated[int, typer.Option(help="Kafka listener port (0 = any free port).")] = 9092,
@@ -31,6 +34,9 @@ def broker(
         Path, typer.Option(help="Where the persistent storage and the logs live.")
     ] = Path(".state/broker"),
     topic_prefix: Annotated[str, typer.Option(help="Prefix of every created topic name.")] = "",
+    max_partitions: Annotated[int, typer.Option(
+        min=1, help="Cap on every topic's partition count (see shared/embedded.py).")
+    ] = EMBEDDED_MAX_PARTITIONS,
 ) -> None:
     """Run the embedded Kafka-protocol broker (Tansu) with the catalog's topics until stopped."""
     from shared.embedded import BrokerError, EmbeddedBroker
@@ -52,7 +58,8 @@ def broker(
                 console.print("[red]broker failed to start:[/red]")
                 console.print(str(exc), markup=False, highlight=False)
                 raise typer.Exit(1) from exc
-            created = asyncio.run(create_topics(embedded.bootstrap_servers, topic_prefix))
+            created = asyncio.run(create_topics(embedded.bootstrap_servers, topic_prefix,
+                                               max_partitions=max_partitions))
         storage = "memory (throwaway)" if memory else f"s3 on SeaweedFS in {embedded.state_dir}"
         console.print(
             f"[green]Kafka broker ready[/green] bootstrap_servers={embedded.bootstrap_servers}"

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from shared.embedded import free_ports
+from shared.embedded import EMBEDDED_MAX_PARTITIONS, free_ports
 
 SERVICES = ("gateway", "triage", "escalation", "investigator", "approval", "executor", "reporter")
 DEFAULT_PORTS = {
@@ -43,6 +43,9 @@ class StackConfig:
     memory: bool = False
     bootstrap_servers: str | None = None
     topic_prefix: str = ""
+    # Cap on every created topic's partitions; None: EMBEDDED_MAX_PARTITIONS on the
+    # embedded broker, the catalog's counts on a given Kafka.
+    max_partitions: int | None = None
     time_scale: float = 1.0
     demo: bool = True
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -143,7 +146,10 @@ class Stack:
 
         from shared.topics_admin import create_topics
 
-        asyncio.run(create_topics(self.bootstrap, self.config.topic_prefix))
+        cap = self.config.max_partitions
+        if cap is None and self.config.bootstrap_servers is None:
+            cap = EMBEDDED_MAX_PARTITIONS
+        asyncio.run(create_topics(self.bootstrap, self.config.topic_prefix, max_partitions=cap))
         self._ensure_keys()
         self.mail = MailSink(self.state_dir / "mail", self.config.ports["smtp"])
         self.mail.start()

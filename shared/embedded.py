@@ -84,6 +84,17 @@ PROBE_TOPIC = "_embedded_broker_probe"
 DEFAULT_STATE_DIR = Path(".state/broker")
 DEFAULT_BUCKET = "tansu"
 S3_REGION = "us-east-1"
+# Partitions per topic on the embedded broker (the catalog's counts, up to 12, are for
+# Kafka). Tansu answers a fetch by listing every record batch stored in each partition
+# that has news for the consumer, so a fetch costs in proportion to the partition's
+# history, and a webhook's alerts write one batch into every partition they touch (a
+# 10-alert webhook: ~7 batches of 12 partitions, ~2 of 2). Each partition also costs
+# every long-polling consumer a look per poll. At 1,000 alerts/s over 30 s, 12 -> 2
+# partitions took alert -> incident.classified p99 from ~120 to ~75 ms (~50 with the
+# paced background reads of shared.kafka) and the idle stack's broker from 0.25 to
+# 0.08 core (bench/README.md). Two keep two consumers per group: triage, the one
+# service scaled on one machine, runs as two replicas.
+EMBEDDED_MAX_PARTITIONS = 2
 _GRPC_OFFSET = 10_000  # SeaweedFS derives gRPC ports as HTTP port + 10000
 _PORTS_FROM = 20_000  # lowest port we pick for a child (above the well-known services)
 _WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")

@@ -79,6 +79,26 @@ DLQ_HEADER_SERVICE = "x-dlq-service"
 _PARTITION_MEMO_SIZE = 100_000
 
 
+class _Pace:
+    """At most one batch per interval for a subscription that keeps up.
+
+    The consumer's fetcher reads ahead only into partitions whose records were
+    handed over, so holding the next batch back holds the next fetch back too:
+    one fetch per interval, each bringing everything that came meanwhile.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last = -interval_s
+
+    async def wait(self, *, behind: bool) -> None:
+        """Sleep out the rest of the interval since the last batch (not when behind)."""
+        delay = self._last + self.interval_s - time.monotonic()
+        if delay > 0 and not behind:
+            await asyncio.sleep(delay)
+        self._last = time.monotonic()
+
+
 class BoundedSet:
     """An insertion-ordered set that forgets its oldest members past `maxlen`."""
 
@@ -205,6 +225,7 @@ class EventBus:
                 self.settings.bootstrap_servers,
                 self.settings.topic_prefix,
                 security=security_kwargs(self.settings),
+                max_partitions=self.settings.max_partitions,
             )
 
     async def start(self) -> None:
@@ -369,20 +390,17 @@ class EventBus:
         group: str | None = None,
         dedupe: bool = True,
         fetch_max_wait_ms: int | None = None,
-        background: bool = False,
     ) -> None:
         """Register handler for every event of topics, at least once, with DLQ and dedupe.
 
-        fetch_max_wait_ms overrides the settings' value; background makes the
-        subscription fetch a few times a second at most (see `KafkaSettings`).
+        fetch_max_wait_ms overrides the settings' value.
         """
 
         async def consume(record: Any) -> None:  # the raw ConsumerRecord (see _raw_records)
             await self._consume(record, handler, dedupe=dedupe)
 
         self.broker.subscriber(
-            *self._names(topics),
-            **self._subscriber_options(group, fetch_max_wait_ms, background=background),
+            *self._names(topics), **self._subscriber_options(group, fetch_max_wait_ms),
         )(consume)
 
     def subscribe_batch(
@@ -400,14 +418,19 @@ class EventBus:
         Invalid records are dead-lettered one by one; the valid events of a
         batch go to handler together and the offsets are committed after it
         returned. A batch that keeps failing is retried event by event, so one
-        poison event is dead-lettered and the rest still handled.
+        poison event is dead-lettered and the rest still handled. background:
+        the background wait (see `KafkaSettings`) and at most one batch per that
+        interval while the subscription keeps up (a full batch goes at once).
         """
         options = self._subscriber_options(group, fetch_max_wait_ms, background=background)
+        pace = _Pace(self.settings.background_fetch_max_wait_ms / 1000) if background else None
 
         async def consume(raw: Any) -> None:  # the raw records (see _raw_records)
             records: tuple[ConsumerRecord[bytes, bytes], ...] = (
                 raw if isinstance(raw, tuple) else (raw,)
             )
+            if pace is not None:
+                await pace.wait(behind=len(records) >= max_records)
             await self._consume_batch(records, handler)
 
         self.broker.subscriber(
@@ -436,7 +459,6 @@ class EventBus:
         if background:
             fetch_max_wait_ms = self.settings.background_fetch_max_wait_ms
         return {
-            "fetch_min_bytes": self.settings.background_fetch_min_bytes if background else 1,
             "decoder": _raw_records,
             "group_id": self.group(group),
             "auto_offset_reset": "earliest",

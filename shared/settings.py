@@ -39,17 +39,17 @@ class KafkaSettings(BaseSettings):
     # wake a waiting fetch when records arrive, so this is also the delivery
     # latency floor of every consumer hop on it; and each fetch costs it CPU per
     # partition (three idle consumers of every topic at 50 ms: 0.7 core) and,
-    # on its memory engine, per record batch already in the partition (~0.65 us
-    # each: a fetch late in a 1,000 alerts/s run costs milliseconds). Hot
-    # subscriptions use fetch_max_wait_ms. Background ones, which only keep
-    # state (triage's echo of its own lifecycle events; incident.updated in
-    # escalation, approval and the reporter), also ask for
-    # background_fetch_min_bytes, so the broker holds each fetch for the whole
-    # background wait unless that much is waiting: a few fetches a second
-    # however busy the topic, not one per handled batch.
+    # on its memory engine, per record batch already in every partition that
+    # has news for it (~0.65 us each: a fetch late in a 1,000 alerts/s run
+    # costs milliseconds). Hot subscriptions use fetch_max_wait_ms. Background
+    # ones, which only keep state (triage's echo of its own lifecycle events;
+    # incident.updated in escalation, approval and the reporter), wait
+    # background_fetch_max_wait_ms and, while they keep up, handle at most one
+    # batch per that interval: a few fetches a second however busy the topic,
+    # not one per handled batch. (Not min_bytes: Tansu re-reads every partition
+    # with news a few times during such a hold, each time listing its batches.)
     fetch_max_wait_ms: int = Field(100, ge=1)
     background_fetch_max_wait_ms: int = Field(500, ge=1)
-    background_fetch_min_bytes: int = Field(1024 * 1024, ge=1)
     max_attempts: int = Field(3, ge=1, description="handler attempts before the DLQ")
     retry_backoff_s: float = 0.2
     request_timeout_ms: int = 30000
@@ -66,6 +66,9 @@ class KafkaSettings(BaseSettings):
     # alert per request, where zstd and lz4 cost 10-13%.
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "snappy"
     create_topics: bool = True
+    # Cap on every topic's partition count when this service creates the topics:
+    # the embedded broker's layout (shared.embedded.EMBEDDED_MAX_PARTITIONS).
+    max_partitions: int | None = Field(None, ge=1)
 
 
 class ServiceSettings(BaseSettings):

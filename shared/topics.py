@@ -91,10 +91,17 @@ def topic_name(topic: Topic | str, prefix: str = "") -> str:
     return f"{prefix}{topic}"
 
 
-def all_topic_specs(prefix: str = "") -> list[tuple[str, int, int]]:
-    """(name, partitions, retention_ms) of every topic and its DLQ, for creation at start-up."""
+def all_topic_specs(
+    prefix: str = "", max_partitions: int | None = None
+) -> list[tuple[str, int, int]]:
+    """(name, partitions, retention_ms) of every topic and its DLQ, for creation at start-up.
+
+    max_partitions caps every topic's partition count (the embedded broker's layout:
+    `shared.embedded.EMBEDDED_MAX_PARTITIONS`).
+    """
+    cap = max_partitions or max(spec.partitions for spec in CATALOG.values())
     out: list[tuple[str, int, int]] = []
     for spec in CATALOG.values():
-        out.append((topic_name(spec.topic, prefix), spec.partitions, spec.retention_ms))
+        out.append((topic_name(spec.topic, prefix), min(cap, spec.partitions), spec.retention_ms))
         out.append((topic_name(spec.topic.dlq, prefix), 1, DLQ_RETENTION_MS))
     return out

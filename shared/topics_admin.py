@@ -128,9 +128,13 @@ async def create_topics(
     security: dict[str, Any] | None = None,
     replication_factor: int = 1,
     timeout_s: float = 30.0,
+    max_partitions: int | None = None,
 ) -> list[str]:
-    """Create every catalog topic and DLQ under ``prefix``; return the names newly created."""
-    specs = all_topic_specs(prefix)
+    """Create every catalog topic and DLQ under ``prefix``; return the names newly created.
+
+    ``max_partitions`` caps every topic's partition count (the embedded broker's layout).
+    """
+    specs = all_topic_specs(prefix, max_partitions)
     wanted = {name: partitions for name, partitions, _ in specs}
     deadline = time.monotonic() + timeout_s
     timeout_ms = int(timeout_s * 1000)
@@ -169,6 +173,6 @@ async def create_topics(
     for name, count in partitions.items():
         if count != wanted[name]:
             log.warning(
-                "topic %s has %d partitions, the catalog wants %d", name, count, wanted[name]
+                "topic %s has %d partitions, %d wanted", name, count, wanted[name]
             )
     return created

@@ -36,7 +36,7 @@ class TriageSettings(BaseSettings):
     alert_fetch_max_wait_ms: int = Field(
         20, ge=1,
         description="poll interval of the alert consumer: alert -> incident latency floor on "
-        "Tansu (which does not wake a waiting fetch); cheap, alert.received has 12 partitions",
+        "Tansu (which does not wake a waiting fetch)",
     )
     instance_id: str = Field(
         default_factory=socket.gethostname,

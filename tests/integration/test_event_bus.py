@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -302,24 +303,18 @@ class TestBatches:
         self, kafka_bootstrap: str, topic_prefix: str,
         bus_factory: Callable[..., Awaitable[EventBus]],
     ) -> None:
-        """A background batch subscription asks for 1 MiB per fetch; one event of a few
-        hundred bytes still arrives (the broker gives up waiting after the background wait),
-        and so does the next one, published once the consumer is idle."""
+        """A background batch subscription (the background wait, one batch per interval) still
+        delivers one lone event, and the next one, published once the consumer is idle."""
         got: list[str] = []
 
         async def handle(events: Sequence[Event]) -> None:
             got.extend(e.event_id for e in events)
 
-        consumer = EventBus(settings(kafka_bootstrap, topic_prefix,
-                                     background_fetch_max_wait_ms=300), "background")
-        consumer.subscribe_batch(Topic.INCIDENT_UPDATED, handle, group="background.updates",
-                                 background=True)
-        await consumer.start()
+        consumer = await background_consumer(kafka_bootstrap, topic_prefix, 300, handle)
         try:
             producer = await bus_factory("background-producer")
             events = [sample_event(IncidentUpdated, detail=f"lone {n}") for n in range(2)]
             for n, event in enumerate(events):
-                assert len(event.model_dump_json()) < consumer.settings.background_fetch_min_bytes
                 await producer.publish(event)
 
                 def arrived(count: int = n + 1) -> bool:
@@ -329,6 +324,55 @@ class TestBatches:
             assert got == [e.event_id for e in events]
         finally:
             await consumer.stop()
+
+    async def test_background_subscription_of_a_busy_topic_takes_one_batch_per_interval(
+        self, kafka_bootstrap: str, topic_prefix: str,
+        bus_factory: Callable[..., Awaitable[EventBus]],
+    ) -> None:
+        """Events published every 20 ms for 3 s reach a background subscription with a 1 s
+        interval in batches at least that interval apart (one fetch per interval, not one
+        per event), and every one of them arrives."""
+        batches: list[list[str]] = []
+        handled_at: list[float] = []
+
+        async def handle(events: Sequence[Event]) -> None:
+            handled_at.append(time.monotonic())
+            batches.append([e.event_id for e in events])
+
+        consumer = await background_consumer(kafka_bootstrap, topic_prefix, 1000, handle)
+        try:
+            producer = await bus_factory("paced-producer")
+            first = sample_event(IncidentUpdated, detail="first")
+            await producer.publish(first)
+            await wait_for(lambda: bool(batches), 20.0, "the first batch (group joined)")
+            events = [sample_event(IncidentUpdated, detail=f"busy {n}") for n in range(150)]
+            for event in events:  # the load's pace, not synchronisation
+                await producer.publish(event)
+                await asyncio.sleep(0.02)
+
+            def all_arrived() -> bool:
+                return sum(len(b) for b in batches) >= 1 + len(events)
+
+            await wait_for(all_arrived, 20.0, "every busy event")
+            got = [event_id for batch in batches for event_id in batch]
+            assert sorted(got) == sorted([first.event_id] + [e.event_id for e in events])
+            gaps = [round(b - a, 3) for a, b in itertools.pairwise(handled_at)]
+            assert all(gap >= 0.95 for gap in gaps), (gaps, [len(b) for b in batches])
+            assert len(batches) < 10, [len(b) for b in batches]  # 151 events
+        finally:
+            await consumer.stop()
+
+
+async def background_consumer(
+    bootstrap: str, prefix: str, wait_ms: int, handle: Callable[[Sequence[Event]], Awaitable[None]]
+) -> EventBus:
+    """A started bus with a background batch subscription to incident.updated."""
+    consumer = EventBus(settings(bootstrap, prefix, background_fetch_max_wait_ms=wait_ms),
+                        "background")
+    consumer.subscribe_batch(Topic.INCIDENT_UPDATED, handle, group="background.updates",
+                             background=True)
+    await consumer.start()
+    return consumer
 
 
 async def read_until(bootstrap: str, name: str,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.embedded import free_port
+from shared.embedded import EMBEDDED_MAX_PARTITIONS, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +97,9 @@ async def test_irctl_broker_memory_serves_then_stops_cleanly(tmp_path: Path) -> 
         await producer.start()
         try:
             meta = await producer.send_and_wait("cli.incident.opened", b"v", key=b"inc-1")
+            # The embedded layout: at most EMBEDDED_MAX_PARTITIONS per topic (12 in Kafka).
+            for topic in ("cli.alert.received", "cli.incident.opened"):
+                assert await producer.partitions_for(topic) == set(range(EMBEDDED_MAX_PARTITIONS))
         finally:
             await producer.stop()
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")

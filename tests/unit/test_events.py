@@ -136,6 +136,14 @@ class TestCatalog:
             assert specs[f"p.{topic.value}"] == spec.partitions
             assert f"p.{topic.value}.dlq" in specs
 
+    def test_max_partitions_caps_every_topic(self) -> None:
+        """The embedded broker's layout: no topic above the cap, smaller ones as they are."""
+        for cap in (1, 2, 6):
+            specs = {name: parts for name, parts, _ in all_topic_specs("p.", cap)}
+            for topic, spec in CATALOG.items():
+                assert specs[f"p.{topic.value}"] == min(cap, spec.partitions)
+                assert specs[f"p.{topic.value}.dlq"] == 1
+
 
 def _alert_fields(rng: random.Random) -> dict[str, Any]:
     """Every AlertReceived field, in declaration order, with awkward values."""
