@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from rich.table import Table
 from bench.loadgen import LoadJob
 from bench.procstat import ProcessSampler
 from irctl.stack import ROOT, Stack, StackConfig
-from shared.embedded import EMBEDDED_MAX_PARTITIONS, free_port
+from shared.embedded import free_port
 
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 
@@ -76,15 +76,13 @@ class BenchStack:
         self.triage_replicas = triage_replicas
         self.topic_prefix = topic_prefix_for(bootstrap) if topic_prefix is None else topic_prefix
         self.log_level = log_level
-        # Replicas join the main stack's broker: the embedded layout when it is the embedded one.
-        self.max_partitions = EMBEDDED_MAX_PARTITIONS if bootstrap is None else None
         self.main = Stack(self._config(work_dir / "stack", 1, bootstrap))
         self.replicas: list[Stack] = []
 
     def _config(self, state_dir: Path, instance: int, bootstrap: str | None) -> StackConfig:
         return StackConfig.ephemeral(
             state_dir, demo=False, config_dir=self.config_dir, bootstrap_servers=bootstrap,
-            topic_prefix=self.topic_prefix, max_partitions=self.max_partitions,
+            topic_prefix=self.topic_prefix,
             extra_env={"IR_LOG_LEVEL": self.log_level},
             service_env={
                 "triage": {"IR_TRIAGE_INSTANCE_ID": f"bench-triage-{instance}"},
@@ -119,8 +117,9 @@ class BenchStack:
 
     def add_triage_replica(self, instance: int) -> Stack:
         """One more triage process in the same consumer group (shares broker and prefix)."""
-        replica = Stack(self._config(self.work_dir / f"stack-{instance}", instance,
-                                     self.bootstrap))
+        config = self._config(self.work_dir / f"stack-{instance}", instance, self.bootstrap)
+        # On the main stack's broker: its topic layout, embedded or not.
+        replica = Stack(replace(config, max_partitions=self.main.max_partitions))
         self.replicas.append(replica)
         replica.start(services=("triage",))
         return replica

@@ -123,6 +123,14 @@ class Stack:
         return f"http://127.0.0.1:{self.config.ports[name]}"
 
     @property
+    def max_partitions(self) -> int | None:
+        """Cap on created topics' partitions: the config's, else the embedded layout on the
+        embedded broker (none on a given Kafka)."""
+        if self.config.max_partitions is None and self.config.bootstrap_servers is None:
+            return EMBEDDED_MAX_PARTITIONS
+        return self.config.max_partitions
+
+    @property
     def reports_dir(self) -> Path:
         """Where the reporter writes."""
         return self.state_dir / "reports"
@@ -146,10 +154,8 @@ class Stack:
 
         from shared.topics_admin import create_topics
 
-        cap = self.config.max_partitions
-        if cap is None and self.config.bootstrap_servers is None:
-            cap = EMBEDDED_MAX_PARTITIONS
-        asyncio.run(create_topics(self.bootstrap, self.config.topic_prefix, max_partitions=cap))
+        asyncio.run(create_topics(self.bootstrap, self.config.topic_prefix,
+                                  max_partitions=self.max_partitions))
         self._ensure_keys()
         self.mail = MailSink(self.state_dir / "mail", self.config.ports["smtp"])
         self.mail.start()

@@ -99,9 +99,9 @@ def all_topic_specs(
     max_partitions caps every topic's partition count (the embedded broker's layout:
     `shared.embedded.EMBEDDED_MAX_PARTITIONS`).
     """
-    cap = max_partitions or max(spec.partitions for spec in CATALOG.values())
     out: list[tuple[str, int, int]] = []
     for spec in CATALOG.values():
-        out.append((topic_name(spec.topic, prefix), min(cap, spec.partitions), spec.retention_ms))
+        partitions = min(spec.partitions, max_partitions or spec.partitions)
+        out.append((topic_name(spec.topic, prefix), partitions, spec.retention_ms))
         out.append((topic_name(spec.topic.dlq, prefix), 1, DLQ_RETENTION_MS))
     return out
