@@ -271,7 +271,7 @@ class EventBus:
         self,
         events: Sequence[E],
         *,
-        headers: Callable[[E], Mapping[str, str]] | None = None,
+        headers: Callable[[E], Iterable[tuple[str, bytes]]] | None = None,
     ) -> int:
         """Publish events in order and wait for all acks at once; the count newly published.
 
@@ -284,9 +284,9 @@ class EventBus:
         order and each partition's batches are submitted in order). One
         `<topics> publish` span covers the call and its trace context goes
         into every record's `traceparent` header, so consumers continue the
-        trace as with `publish`. headers(event) adds headers. Events whose
-        batch was acknowledged count as published even when another batch
-        failed (then the first error is raised).
+        trace as with `publish`. headers(event) adds (name, value) headers.
+        Events whose batch was acknowledged count as published even when
+        another batch failed (then the first error is raised).
         """
         fresh: dict[str, E] = {}
         for event in events:
@@ -297,7 +297,10 @@ class EventBus:
         if not fresh:
             return 0
         producer = self._producer()
-        topics = sorted({self.topic(e.TOPIC) for e in fresh.values()})
+        # Topic names per event class, not per event: a tenth of this method's time was
+        # formatting the same few names once per record.
+        names = {cls: self.topic(cls.TOPIC) for cls in {type(e) for e in fresh.values()}}
+        topics = sorted(set(names.values()))
         with self._tracer.start_as_current_span(
             f"{','.join(topics)} publish",
             kind=trace.SpanKind.PRODUCER,
@@ -308,14 +311,14 @@ class EventBus:
                 "messaging.batch.message_count": len(fresh),
             },
         ):
-            return await self._send_batches(producer, list(fresh.values()), topics, headers)
+            return await self._send_batches(producer, list(fresh.values()), names, headers)
 
     async def _send_batches(
         self,
         producer: AIOKafkaProducer,
         events: list[E],
-        topics: list[str],
-        headers: Callable[[E], Mapping[str, str]] | None,
+        names: Mapping[type[E], str],
+        headers: Callable[[E], Iterable[tuple[str, bytes]]] | None,
     ) -> int:
         if self._batcher is None or self._batcher.producer is not producer:
             self._batcher = RecordBatcher(producer)
@@ -323,10 +326,10 @@ class EventBus:
         propagate.inject(carrier)  # the current span: publish_many's
         common = [("content-type", b"application/json")]
         common += [(k, v.encode()) for k, v in carrier.items()]
-        partitions = {t: list(await producer.partitions_for(t)) for t in topics}
+        partitions = {t: list(await producer.partitions_for(t)) for t in set(names.values())}
         acks: list[asyncio.Future[Any]] = []
         for event in events:
-            topic = self.topic(event.TOPIC)
+            topic = names[type(event)]
             key = event.partition_key()
             record_headers = [
                 *common,
@@ -334,7 +337,7 @@ class EventBus:
                 ("event-id", event.event_id.encode()),
             ]
             if headers is not None:
-                record_headers += [(k, v.encode()) for k, v in headers(event).items()]
+                record_headers.extend(headers(event))
             acks.append(self._batcher.append(
                 topic, self._partition(topic, key, partitions[topic]), key,
                 event.encode(), record_headers,

@@ -134,5 +134,8 @@ def admits(in_flight: int, batch: int, limit: int) -> bool:
     return in_flight == 0 or in_flight + batch <= limit
 
 
-def _headers(event: AlertReceived) -> dict[str, str]:
-    return {"correlation-id": event.correlation_id, "alert-source": event.source}
+def _headers(event: AlertReceived) -> tuple[tuple[str, bytes], ...]:
+    return (
+        ("correlation-id", event.correlation_id.encode()),
+        ("alert-source", event.source.encode()),
+    )

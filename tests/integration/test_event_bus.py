@@ -427,8 +427,9 @@ class TestPublishMany:
         events = [alert(k, n=str(n)) for k in keys for n in range(2)]
         extra = {e.event_id: e.correlation_key.upper() for e in events}
 
-        count = await bus.publish_many(events, headers=lambda e: {"x-extra": extra[e.event_id],
-                                                                  "x-fixed": "1"})
+        count = await bus.publish_many(
+            events, headers=lambda e: [("x-extra", extra[e.event_id].encode()), ("x-fixed", b"1")]
+        )
 
         assert count == len(events)
         # the faststream path (aiokafka's send with its partitioner) for one more event per key

@@ -224,7 +224,7 @@ class TestAlertEncoding:
         rng = random.Random(11)
         for _ in range(200):
             fields = _alert_fields(rng)
-            trusted, validated = AlertReceived.trusted(**fields), AlertReceived(**fields)
+            trusted, validated = AlertReceived.trusted(dict(fields)), AlertReceived(**fields)
             assert trusted == validated
             assert trusted.model_fields_set == validated.model_fields_set
             assert trusted.encode() == validated.model_dump_json().encode()
@@ -238,8 +238,8 @@ class TestAlertEncoding:
         missing = {k: v for k, v in fields.items() if k != "labels"}
         reordered = {"event_type": fields["event_type"], **fields}
         with pytest.raises(TypeError, match="every field in order"):
-            AlertReceived.trusted(**missing)
+            AlertReceived.trusted(missing)
         with pytest.raises(TypeError, match="every field in order"):
-            AlertReceived.trusted(**fields, extra="x")
+            AlertReceived.trusted({**fields, "extra": "x"})
         with pytest.raises(TypeError, match="every field in order"):
-            AlertReceived.trusted(**reordered)
+            AlertReceived.trusted(reordered)

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
-from shared.runtime import settle_heap
+from shared.runtime import YOUNG_GC_THRESHOLD, settle_heap
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _restore_gc() -> Iterator[None]:
+    """settle_heap changes process-wide GC state: give the rest of the session it back."""
+    threshold = gc.get_threshold()
+    yield
+    gc.set_threshold(*threshold)
+    gc.unfreeze()
 
 
 class Node:
@@ -30,6 +40,14 @@ def test_settle_heap_freezes_what_is_alive() -> None:
         assert all(isinstance(n, Node) for n in alive)
     finally:
         gc.unfreeze()
+
+
+def test_settle_heap_raises_the_young_threshold_only() -> None:
+    """Young collections wait for YOUNG_GC_THRESHOLD net allocations; older ones keep theirs."""
+    before = gc.get_threshold()
+    settle_heap()
+    assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, *before[1:])
+    assert before[0] < YOUNG_GC_THRESHOLD
 
 
 def test_settle_heap_collects_cyclic_garbage_before_freezing() -> None:
