@@ -94,7 +94,7 @@ def settle_heap() -> None:
     It also raises the youngest generation's threshold from 700 to
     `YOUNG_GC_THRESHOLD`. The count is allocations net of deallocations, and
     a request's objects live until its acks arrive: at 500 alerts per webhook
-    the gateway ran ~140 young and ~12 middle collections a second, walking
+    each gateway worker ran ~135 young and ~12 middle collections a second, walking
     the alerts still awaiting the broker, a tenth of its CPU (measured with
     `gc.callbacks`). At 50,000 the benchmark's load never reached the
     threshold (objects die by reference count, which the GC does not affect);
