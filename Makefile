@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration e2e bench clean schemas browser
+.PHONY: run test lint typecheck unit integration e2e bench clean schemas browser alertmanager
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the browser test of the approval page will be skipped"; }
+
+# The ingest benchmark sends the same load to Prometheus Alertmanager when it is on
+# PATH. Best effort, as for the browser: Debian's package when we are root with
+# apt-get; without it the benchmarks run and say the side-by-side was skipped.
+alertmanager:
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null) \
+	  || echo "prometheus-alertmanager not installed: the ingest benchmark will skip the side-by-side"; }
 
 ## run: install, then start broker + every service + demo world + approval page
 run: $(STAMP)
@@ -45,7 +54,7 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/python -m pytest -q -m e2e
 
-bench: $(STAMP)
+bench: $(STAMP) alertmanager
 	$(BIN)/python -m bench.run_all
 
 schemas: $(STAMP)

@@ -97,6 +97,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         ]
         out["ingest_ratio_gateway_to_alertmanager"] = \
             results["ingest"]["ratio_gateway_to_alertmanager"]
+        if "alertmanager_skipped" in results["ingest"]:
+            out["alertmanager_skipped"] = results["ingest"]["alertmanager_skipped"]
     if "latency" in results:
         out["latency"] = [
             {"rate": r["rate"], "achieved_rate": r["achieved_rate"],
@@ -128,6 +130,16 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def alertmanager_skipped(refused: bool) -> str | None:
+    """Why ingest runs without the Alertmanager side-by-side, or None when it compares."""
+    if refused:
+        return "--no-alertmanager"
+    if alertmanager_binary() is None:
+        return ("prometheus-alertmanager is not on PATH (Debian's package prometheus-alertmanager;"
+                " `make bench` installs it when run as root with apt-get)")
+    return None
+
+
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected benchmarks in order; print each summary as it finishes."""
     chosen = [b for b in args.only.split(",") if b.strip()]
@@ -147,9 +159,14 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         console.rule(f"{name} ({size})")
         argv = SIZES[size][name] + common
         if name == "ingest":
-            if not args.no_alertmanager and alertmanager_binary() is not None:
+            skipped = alertmanager_skipped(args.no_alertmanager)
+            if skipped is None:
                 argv.append("--compare-alertmanager")
+            else:
+                console.print(f"[yellow]no Alertmanager side-by-side: {skipped}")
             result = await ingest.run_ingest(_sub_args(ingest.add_arguments, argv))
+            if skipped is not None:
+                result["alertmanager_skipped"] = skipped
             ingest.render(result, console)
         elif name == "latency":
             result = await latency.run_latency(_sub_args(latency.add_arguments, argv))
